@@ -1,0 +1,25 @@
+# The README's commands. Each target creates .venv when missing and installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.stamp-installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU wheel of PyTorch; a bare 'torch' requirement would download GBs of CUDA libraries.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/stylemotion info ffhq-256
+	$(BIN)/stylemotion generate ffhq-256 --seeds 0-7 --trunc 0.7 --out out/demo/grid.png
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,31 @@
+"""stylemotion: facial-expression videos from a StyleGAN2 latent space, streamed in real time.
+
+The CPU install needs PyTorch first (``pip install torch==2.13.0`` on the project machines; any torch >= 2.4
+works): a bare ``torch`` requirement would pull several GB of CUDA libraries. GPU users add the ``gpu`` extra,
+TensorRT users the ``tensorrt`` extra.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="stylemotion",
+    version="0.1.0",
+    description="Facial-expression videos from a StyleGAN2 latent space, streamed in real time",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["stylemotion", "stylemotion.*"]),
+    install_requires=[
+        "torch>=2.4",
+        "numpy>=1.24",
+        "safetensors>=0.4",
+        "pillow>=9",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "gpu": ["onnxruntime-gpu>=1.17"],
+        "tensorrt": ["tensorrt>=10.0", "onnx>=1.15"],
+        "ray": ["ray>=2.9"],
+        "dev": ["pytest>=7", "pytest-timeout>=2"],
+    },
+    entry_points={"console_scripts": ["stylemotion=stylemotion.cli:main"]},
+)

@@ -1,0 +1,196 @@
+"""stylegan2-ada-pytorch / stylegan3 network pickles (``.pkl``), read without running any code from the file.
+
+An official pickle stores each network as ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` where
+``meta`` holds the class's Python *source* (``module_src``), its name, and the module's ``__dict__`` state
+(parameters, buffers, submodules, ``_init_kwargs``). The official loader executes that source. This unpickler
+never does: it maps an allow-list of globals to inert replacements (a ``PersistentObject`` record for networks,
+tensor rebuilders that only build tensors, plain dicts) and refuses every other global, so a pickle that asks for
+``os.system``, ``builtins.eval`` or any class outside the list fails before anything runs.
+
+This module is the only place in stylemotion that unpickles anything itself.
+"""
+from __future__ import annotations
+
+import collections
+import copyreg
+import io
+import pickle
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError, UnsafeCheckpointError
+
+
+@dataclass
+class PersistentObject:
+    """What a persistent network in an official pickle describes: class name and state, never its code."""
+
+    class_name: str
+    state: dict = field(repr=False)
+    version: Any = None
+
+    def tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        """Flattened ``name -> tensor`` over parameters, persistent buffers and submodules (state-dict order)."""
+        out: dict[str, torch.Tensor] = {}
+        skip = set(self.state.get("_non_persistent_buffers_set") or ())
+        for group in ("_parameters", "_buffers"):
+            for name, value in (self.state.get(group) or {}).items():
+                if value is not None and not (group == "_buffers" and name in skip):
+                    out[prefix + name] = value
+        for name, child in (self.state.get("_modules") or {}).items():
+            if isinstance(child, PersistentObject):
+                out.update(child.tensors(prefix + name + "."))
+        return out
+
+    def submodule_classes(self) -> set[str]:
+        names = {self.class_name}
+        for child in (self.state.get("_modules") or {}).values():
+            if isinstance(child, PersistentObject):
+                names |= child.submodule_classes()
+        return names
+
+
+class EasyDict(dict):
+    """Stand-in for ``dnnlib.EasyDict`` (a dict with attribute access); plain data."""
+
+
+def _persistent_record(meta: Any) -> PersistentObject:
+    if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("class_name"), str):
+        raise UnsafeCheckpointError("persistent object with unexpected metadata (expected type='class' and a class_name)")
+    state = meta.get("state")
+    if not isinstance(state, dict):
+        raise UnsafeCheckpointError(f"persistent object {meta['class_name']!r} has no state dict")
+    return PersistentObject(meta["class_name"], dict(state), meta.get("version"))
+
+
+def _storage_from_bytes(data: bytes):
+    # Tensors pickled with ``pickle`` keep their storage as a legacy ``torch.save`` blob; torch reads that
+    # blob with its own restricted (weights-only) unpickler.
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _parameter(data, requires_grad=False, backward_hooks=None, state=None):
+    return data
+
+
+def _numpy_scalar(dtype, data=None):
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise UnsafeCheckpointError(f"numpy scalar of dtype {dtype!r} refused")
+    return np.frombuffer(data, dtype=dtype, count=1)[0] if data is not None else dtype.type()
+
+
+def _numpy_dtype(spec, align=False, copy=False):
+    dtype = np.dtype(spec)
+    if dtype.hasobject:
+        raise UnsafeCheckpointError(f"numpy dtype {spec!r} holds Python objects; refused")
+    return dtype
+
+
+def _numpy_reconstruct(cls, shape, dtype_code):
+    if cls is not np.ndarray:
+        raise UnsafeCheckpointError(f"numpy array subclass {cls!r} refused")
+    return np.ndarray.__new__(np.ndarray, shape, dtype_code)
+
+
+_PLAIN_TYPES = (EasyDict, collections.OrderedDict, dict, list, object)
+
+
+def _copyreg_reconstructor(cls, base, state):
+    if cls not in _PLAIN_TYPES or base not in (object, dict, list):
+        raise UnsafeCheckpointError(f"copyreg reconstruction of {cls!r} refused")
+    return copyreg._reconstructor(cls, base, state)
+
+
+_TORCH_DTYPES = {name for name in dir(torch) if isinstance(getattr(torch, name, None), torch.dtype)}
+
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_record,
+    ("dnnlib.util", "EasyDict"): EasyDict,
+    ("dnnlib", "EasyDict"): EasyDict,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "slice"): slice,
+    ("builtins", "object"): object,
+    ("builtins", "dict"): dict,
+    ("builtins", "list"): list,
+    ("copyreg", "_reconstructor"): _copyreg_reconstructor,
+    ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
+    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _parameter,
+    ("torch", "Size"): torch.Size,
+    ("torch", "device"): torch.device,
+    ("numpy", "dtype"): _numpy_dtype,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only the allow-listed globals above; everything else raises UnsafeCheckpointError."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]
+        if module == "torch" and name in _TORCH_DTYPES:
+            return getattr(torch, name)
+        raise UnsafeCheckpointError(f"the pickle asks for {module}.{name}, which is not allowed "
+                                    "(only network data is read; nothing in the file may run code)")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeCheckpointError(f"persistent id {pid!r} in a plain pickle is not supported")
+
+
+def read_network_pickle(f: BinaryIO, *, where: str) -> Any:
+    """Unpickle an official network pickle with the restricted unpickler."""
+    try:
+        return RestrictedUnpickler(f).load()
+    except UnsafeCheckpointError as exc:
+        raise UnsafeCheckpointError(f"{where}: {exc}") from None
+    except CheckpointError:
+        raise
+    except Exception as exc:  # a truncated or corrupt pickle fails in many ways
+        raise CheckpointError(f"{where}: cannot read the network pickle ({type(exc).__name__}: {exc}); "
+                              "is the file truncated or corrupt?") from exc
+
+
+def generator_record(data: Any, *, where: str, key: str = "G_ema") -> tuple[dict, dict[str, torch.Tensor]]:
+    """``(init_kwargs, official-layout tensors)`` of the network under ``key`` (``G_ema``) in a loaded pickle."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where}: expected a dict with {key!r} at the top of the pickle, "
+                              f"got {type(data).__name__}")
+    if key not in data:
+        raise CheckpointError(f"{where}: no {key!r} in the pickle (keys: {sorted(map(str, data))})")
+    net = data[key]
+    if not isinstance(net, PersistentObject):
+        raise CheckpointError(f"{where}: {key!r} is not a persistent network object ({type(net).__name__})")
+    if net.class_name != "Generator":
+        raise CheckpointError(f"{where}: {key!r} is a {net.class_name!r}, expected 'Generator'")
+    classes = net.submodule_classes()
+    if "SynthesisInput" in classes:
+        raise CheckpointError(f"{where}: {key!r} is a StyleGAN3 (alias-free) generator; only StyleGAN2 is supported")
+    args = net.state.get("_init_args") or ()
+    if args:
+        raise CheckpointError(f"{where}: {key!r} was built with positional arguments {args!r}; expected keywords only")
+    kwargs = net.state.get("_init_kwargs")
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{where}: {key!r} has no _init_kwargs; cannot tell its architecture")
+    return _plain(kwargs), net.tensors()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,123 @@
+"""``stylemotion <command>``: parse, call the library, print, set the exit code. Nothing more.
+
+Exit codes: 0 success, 2 a StylemotionError (bad input, file or configuration; the message says which), 130 on
+Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from . import __version__
+from .errors import StylemotionError
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise StylemotionError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return name
+
+
+def _load(ckpt: str, device: str):
+    from .checkpoints import load_generator
+
+    G = load_generator(ckpt, device=_device(device))
+    for note in G.checkpoint_info.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return G
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    G = _load(args.ckpt, "cpu")
+    info = G.checkpoint_info
+    flops = G.flops_per_image()
+    report = {
+        "path": info.path, "format": info.format, "random_weights": info.random_weights,
+        "config": G.config.to_dict(), "num_ws": G.num_ws, "parameters": G.num_params(),
+        "flops_per_image": flops, "macs_per_image": flops // 2,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{info.path}: {info.format}{'  (RANDOM WEIGHTS)' if info.random_weights else ''}")
+    print(f"  resolution   {G.img_resolution}x{G.img_resolution}, {G.img_channels} channels")
+    print(f"  latents      z_dim {G.z_dim}, w_dim {G.w_dim}, num_ws {G.num_ws}, c_dim {G.c_dim}")
+    print(f"  parameters   {G.num_params():,} (mapping {sum(p.numel() for p in G.mapping.parameters()):,})")
+    print(f"  compute      {flops / 1e9:.2f} GFLOPs per image ({flops / 2e9:.2f} GMACs), z to image")
+    print("  config       " + json.dumps(G.config.to_dict()))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import load_ws, parse_seeds, per_image_paths, render, ws_from_seeds
+    from .imaging import make_grid, save_png
+
+    G = _load(args.ckpt, args.device)
+    if args.ws:
+        ws = load_ws(args.ws, G)
+        labels = [f"ws{i:04d}" for i in range(ws.shape[0])]
+    else:
+        seeds = parse_seeds(args.seeds)
+        ws = ws_from_seeds(G, seeds, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff)
+        labels = [f"seed{s:04d}" for s in seeds]
+    frames = render(G, ws, batch_size=args.batch, noise_mode=args.noise_mode, progress=not args.quiet)
+    save_png(args.out, make_grid(frames, cols=args.cols))
+    if not args.grid_only:
+        for path, frame in zip(per_image_paths(args.out, labels), frames):
+            save_png(path, frame)
+    extra = "" if args.grid_only else f" and {len(frames)} images beside it"
+    print(f"wrote {args.out}{extra}")
+    if G.checkpoint_info.random_weights:
+        print(f"note: {args.ckpt} has RANDOM weights (a built-in config, nothing downloaded): the images are "
+              "not faces; pass a real checkpoint for faces")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stylemotion", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"stylemotion {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="describe a generator checkpoint (or a built-in name like ffhq-256)")
+    info.add_argument("ckpt")
+    info.add_argument("--json", action="store_true", help="print a JSON report")
+    info.set_defaults(func=cmd_info)
+
+    gen = sub.add_parser("generate", help="render images from seeds or latents to a PNG grid")
+    gen.add_argument("ckpt", help="checkpoint file or built-in name (ffhq-256, ffhq-512, ffhq-1024)")
+    src = gen.add_mutually_exclusive_group()
+    src.add_argument("--seeds", default="0-7", help="seeds, e.g. 0-7 or 1,5,9-12 (default 0-7)")
+    src.add_argument("--ws", help="render the latents in this .npz (key 'ws') instead of seeds")
+    gen.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default 1.0)")
+    gen.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first N ws rows")
+    gen.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
+    gen.add_argument("--out", default="out/grid.png", help="grid PNG; per-image PNGs are written beside it")
+    gen.add_argument("--cols", type=int, default=None, help="grid columns (default: about square)")
+    gen.add_argument("--batch", type=int, default=4, help="images per generator call (default 4)")
+    gen.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    gen.add_argument("--grid-only", action="store_true", help="write only the grid")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(func=cmd_generate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StylemotionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The PyTorch networks, nothing else. Imports only the leaf modules ``errors`` and ``shapes``."""
