@@ -1,0 +1,83 @@
+"""The README's commands, run as a user runs them, and the CLI's error handling."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stylemotion.checkpoints import save_generator
+from stylemotion.cli import main
+from stylemotion.errors import ConfigError
+from stylemotion.generate import parse_seeds
+from tests.helpers import make_generator
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stylemotion", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_readme_generate_command_on_the_builtin_model(tmp_path):
+    out = tmp_path / "g.png"
+    proc = run_cli("generate", "ffhq-256", "--seeds", "0-3", "--trunc", "0.7", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "RANDOM weights" in proc.stdout
+    grid = np.asarray(Image.open(out))
+    assert grid.shape == (2 * 256 + 2, 2 * 256 + 2, 3)
+    singles = sorted(p.name for p in tmp_path.glob("g-seed*.png"))
+    assert singles == ["g-seed0000.png", "g-seed0001.png", "g-seed0002.png", "g-seed0003.png"]
+    first = np.asarray(Image.open(tmp_path / "g-seed0000.png"))
+    assert first.shape == (256, 256, 3) and first.std() > 1  # not a blank image
+    np.testing.assert_array_equal(grid[:256, :256], first)
+
+
+def test_info_reports_config_params_num_ws_and_flops(capsys):
+    assert main(["info", "ffhq-256", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["random_weights"] is True and report["num_ws"] == 14
+    assert report["config"]["img_resolution"] == 256 and report["parameters"] > 20_000_000
+    assert 80e9 < report["flops_per_image"] < 100e9
+    assert main(["info", "ffhq-256"]) == 0
+    text = capsys.readouterr().out
+    assert "RANDOM WEIGHTS" in text and "num_ws 14" in text and "GFLOPs per image" in text
+
+
+def test_generate_from_latents_npz_matches_seeds(tmp_path, capsys):
+    G = make_generator()
+    ckpt = save_generator(G, tmp_path / "g.safetensors")
+    assert main(["generate", str(ckpt), "--seeds", "3,5", "--trunc", "0.5", "--out", str(tmp_path / "s.png"), "--quiet"]) == 0
+    from stylemotion.generate import ws_from_seeds
+
+    np.savez(tmp_path / "lat.npz", ws=ws_from_seeds(G, [3, 5], truncation_psi=0.5).numpy())
+    assert main(["generate", str(ckpt), "--ws", str(tmp_path / "lat.npz"), "--out", str(tmp_path / "w.png"), "--quiet"]) == 0
+    a = np.asarray(Image.open(tmp_path / "s-seed0005.png"))
+    b = np.asarray(Image.open(tmp_path / "w-ws0001.png"))
+    np.testing.assert_array_equal(a, b)
+    capsys.readouterr()
+
+
+def test_generate_errors_exit_2_with_the_culprit(tmp_path, capsys):
+    ckpt = save_generator(make_generator(), tmp_path / "g.safetensors")
+    np.savez(tmp_path / "bad.npz", ws=np.zeros((2, 5, 16), np.float32))
+    assert main(["generate", str(ckpt), "--ws", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.npz: ws dimension 1 must be 6, got 5" in err
+    np.savez(tmp_path / "nows.npz", latents=np.zeros((2, 16), np.float32))
+    assert main(["generate", str(ckpt), "--ws", str(tmp_path / "nows.npz")]) == 2
+    assert "nows.npz: no key 'ws'" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "missing.pkl")]) == 2
+    assert "missing.pkl: no such file" in capsys.readouterr().err
+    assert main(["generate", str(ckpt), "--seeds", "5-2"]) == 2
+    assert "ends before it starts" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-3,7, 10-11") == [0, 1, 2, 3, 7, 10, 11]
+    with pytest.raises(ConfigError, match="cannot parse 'x'"):
+        parse_seeds("1,x")
+    with pytest.raises(ConfigError, match="out of range"):
+        parse_seeds(str(2 ** 32))
