@@ -21,5 +21,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+bench: $(STAMP)
+	$(BIN)/python bench/run.py --model ffhq-256 --batch 1,4 --precision fp32
+
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -5,8 +5,6 @@ here, so key and shape errors are reported in one place, naming the file and the
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
 from typing import Any, Mapping
 
@@ -121,14 +119,6 @@ def state_dict_from_generator(G: Generator) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in G.state_dict().items()}
 
 
-def config_with(config: GeneratorConfig, overrides: Mapping[str, Any] | None) -> GeneratorConfig:
-    return dataclasses.replace(config, **dict(overrides or {})).validate()
-
-
 def _head(keys: list[str], n: int = 6) -> str:
     shown = ", ".join(repr(k) for k in keys[:n])
     return f"[{shown}{', ...' if len(keys) > n else ''}] ({len(keys)} in all)"
-
-
-def log2_int(x: int) -> int:
-    return int(round(math.log2(x)))

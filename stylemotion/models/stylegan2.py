@@ -32,6 +32,7 @@ from .stylegan2_ops import (LRELU_GAIN, bias_act, modulated_conv2d, normalize_2n
 
 NOISE_MODES = ("const", "random", "none")
 ARCHITECTURES = ("skip", "orig")
+PRECISIONS = ("auto", "fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -318,17 +319,22 @@ class SynthesisNetwork(nn.Module):
     def blocks(self) -> list[SynthesisBlock]:
         return [getattr(self, f"b{res}") for res in self.block_resolutions]
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const", *, force_fp32: bool = False,
-                fused_modconv: bool | None = None) -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", *, precision: str = "auto",
+                force_fp32: bool = False, fused_modconv: bool | None = None) -> torch.Tensor:
+        """``precision``: ``'auto'`` runs the ``num_fp16_res`` highest resolutions in FP16 on CUDA and everything
+        else in the parameters' dtype; ``'fp32'`` (or the official ``force_fp32=True``) never uses FP16;
+        ``'fp16'`` uses FP16 in those blocks on any device (the CPU too, to check FP16 numerics there)."""
         if noise_mode not in NOISE_MODES:
             raise ConfigError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if ws.ndim == 2:
             assert_shape("w", ws, [None, self.w_dim])
             ws = ws.unsqueeze(1).expand(-1, self.num_ws, -1)
         assert_shape("ws", ws, [None, self.num_ws, self.w_dim])
         base = self.b4.const.dtype
         ws = ws.to(base)
-        allow_fp16 = ws.device.type == "cuda" and not force_fp32
+        allow_fp16 = not force_fp32 and (precision == "fp16" or (precision == "auto" and ws.device.type == "cuda"))
         x = img = None
         w_idx = 0
         for block in self.blocks():

@@ -18,7 +18,6 @@ import types
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
 from stylemotion.models.stylegan2 import Generator

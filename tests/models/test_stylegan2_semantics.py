@@ -233,14 +233,47 @@ def test_flops_count_matches_known_figure():
     assert 40e9 < macs < 50e9
 
 
-@pytest.mark.gpu
-def test_fp16_on_cuda_close_to_fp32():
-    G = make_generator(img_resolution=64, channel_base=2048, channel_max=64, num_fp16_res=2, conv_clamp=256,
-                       seed=11).cuda()
-    ws = G.mapping(torch.randn(4, 16, device="cuda"))
-    ref = G.synthesis(ws, force_fp32=True)
-    fp16 = G.synthesis(ws)
-    mse = (fp16.float() - ref).square().mean().item()
+def psnr(a: torch.Tensor, ref: torch.Tensor) -> float:
+    mse = (a.float() - ref.float()).square().mean().item()
     peak = (ref.max() - ref.min()).item()
-    psnr = 10 * math.log10(peak ** 2 / max(mse, 1e-20))
-    assert psnr >= 40, f"FP16 PSNR {psnr:.1f} dB"
+    return 10 * math.log10(peak ** 2 / max(mse, 1e-20))
+
+
+def _fp16_generator(device: str) -> Generator:
+    return make_generator(img_resolution=64, channel_base=2048, channel_max=64, num_fp16_res=2, conv_clamp=256,
+                          seed=11).to(device)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_fp16_blocks_close_to_fp32(device):
+    """The FP16 blocks (the official pre-normalisation, FP16 convs, clamp) against float32 on the same ws."""
+    G = _fp16_generator(device)
+    assert [b.use_fp16 for b in G.synthesis.blocks()] == [False, False, False, True, True]
+    ws = G.mapping(torch.randn(4, 16, generator=torch.Generator().manual_seed(12)).to(device))
+    ref = G.synthesis(ws, precision="fp32")
+    fp16 = G.synthesis(ws, precision="fp16")
+    assert fp16.dtype == torch.float32 and torch.isfinite(fp16).all()
+    assert not torch.equal(fp16, ref), "the FP16 path did not run"
+    assert psnr(fp16, ref) >= 40, f"FP16 PSNR {psnr(fp16, ref):.1f} dB"
+    assert torch.equal(G.synthesis(ws, force_fp32=True), ref)
+    if device == "cuda":
+        assert torch.equal(G.synthesis(ws), fp16), "on CUDA 'auto' must run the FP16 blocks"
+    else:
+        assert torch.equal(G.synthesis(ws), ref), "on the CPU 'auto' must stay in float32"
+
+
+def test_fp16_clamp_keeps_huge_activations_finite():
+    """Scaled-up biases would overflow FP16 (max 65504) without conv_clamp; with it the output stays finite."""
+    G = _fp16_generator("cpu")
+    with torch.no_grad():
+        for block in G.synthesis.blocks():
+            for layer in (block.conv1, getattr(block, "conv0", None)):
+                if layer is not None:
+                    layer.bias.fill_(1e5)
+    ws = G.mapping(torch.randn(2, 16))
+    out = G.synthesis(ws, precision="fp16")
+    assert torch.isfinite(out).all()
+    layer_out = {}
+    G.synthesis.b64.conv1.register_forward_hook(lambda m, i, o: layer_out.update(x=o))
+    G.synthesis(ws, precision="fp16")
+    assert layer_out["x"].dtype == torch.float16 and layer_out["x"].abs().max().item() <= 256
