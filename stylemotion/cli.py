@@ -66,16 +66,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seeds = parse_seeds(args.seeds)
         ws = ws_from_seeds(G, seeds, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff)
         labels = [f"seed{s:04d}" for s in seeds]
-    frames = render(G, ws, batch_size=args.batch, noise_mode=args.noise_mode, progress=not args.quiet)
+    batch = args.batch or (8 if G.mapping.w_avg.device.type == "cuda" else 1)
+    frames = render(G, ws, batch_size=batch, noise_mode=args.noise_mode, progress=not args.quiet)
     save_png(args.out, make_grid(frames, cols=args.cols))
     if not args.grid_only:
         for path, frame in zip(per_image_paths(args.out, labels), frames):
             save_png(path, frame)
     extra = "" if args.grid_only else f" and {len(frames)} images beside it"
-    print(f"wrote {args.out}{extra}")
-    if G.checkpoint_info.random_weights:
-        print(f"note: {args.ckpt} has RANDOM weights (a built-in config, nothing downloaded): the images are "
-              "not faces; pass a real checkpoint for faces")
+    print(f"wrote {args.out}{extra}" + ("  (RANDOM weights: not faces)" if G.checkpoint_info.random_weights else ""))
     return 0
 
 
@@ -99,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
     gen.add_argument("--out", default="out/grid.png", help="grid PNG; per-image PNGs are written beside it")
     gen.add_argument("--cols", type=int, default=None, help="grid columns (default: about square)")
-    gen.add_argument("--batch", type=int, default=4, help="images per generator call (default 4)")
+    gen.add_argument("--batch", type=int, default=None,
+                     help="images per generator call (default 1 on the CPU, where batching does not help; 8 on CUDA)")
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     gen.add_argument("--grid-only", action="store_true", help="write only the grid")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")

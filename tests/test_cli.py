@@ -24,7 +24,7 @@ def test_readme_generate_command_on_the_builtin_model(tmp_path):
     out = tmp_path / "g.png"
     proc = run_cli("generate", "ffhq-256", "--seeds", "0-3", "--trunc", "0.7", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert "RANDOM weights" in proc.stdout
+    assert "RANDOM weights" in proc.stdout and "RANDOM weights (seed 0" in proc.stderr
     grid = np.asarray(Image.open(out))
     assert grid.shape == (2 * 256 + 2, 2 * 256 + 2, 3)
     singles = sorted(p.name for p in tmp_path.glob("g-seed*.png"))

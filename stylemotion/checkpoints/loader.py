@@ -119,7 +119,8 @@ def load_generator(path: str | os.PathLike, *, config: GeneratorConfig | Mapping
         cfg = full or _overridden(BUILTIN_CONFIGS[where], overrides, where)
         G = random_generator(cfg)
         info = CheckpointInfo("builtin", where, random_weights=True,
-                              notes=(f"{where} has seeded random weights (seed {BUILTIN_SEED}): images are not faces",))
+                              notes=(f"{where} is a built-in config-f with seeded RANDOM weights (seed {BUILTIN_SEED}, "
+                                     "nothing downloaded): images are not faces; pass a real checkpoint for faces",))
         return _finish(G, info, device)
     if fmt == "stylemotion":
         tensors, cfg = read_native(path)

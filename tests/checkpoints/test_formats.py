@@ -247,6 +247,6 @@ def test_builtin_names_are_config_f_with_declared_random_weights():
     assert cfg.to_init_kwargs()["synthesis_kwargs"]["num_fp16_res"] == 4
     G = stylemotion.load_generator("ffhq-256")
     assert G.checkpoint_info.random_weights and G.num_ws == 14 and G.img_resolution == 256
-    assert any("random weights" in n for n in G.checkpoint_info.notes)
+    assert any("RANDOM weights" in n for n in G.checkpoint_info.notes)
     H = stylemotion.load_generator("ffhq-256")
     assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), H.state_dict().values()))
