@@ -1,6 +1,6 @@
 """stylemotion: facial-expression videos from a StyleGAN2 latent space, streamed in real time.
 
-The CPU install needs PyTorch first (``pip install torch==2.13.0`` on the project machines; any torch >= 2.4
+The CPU install needs PyTorch first (``pip install torch==2.13.0`` on the project machines; any torch >= 2.6
 works): a bare ``torch`` requirement would pull several GB of CUDA libraries. GPU users add the ``gpu`` extra,
 TensorRT users the ``tensorrt`` extra.
 """
@@ -15,11 +15,12 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["stylemotion", "stylemotion.*"]),
     install_requires=[
-        "torch>=2.4",
+        "torch>=2.6",  # weights-only torch.load is safe from 2.6 (CVE-2025-32434)
         "numpy>=1.24",
         "safetensors>=0.4",
         "pillow>=9",
         "tqdm>=4.60",
+        "opencv-python-headless>=4.10,<5",  # 5.0 has no CascadeClassifier
     ],
     extras_require={
         "gpu": ["onnxruntime-gpu>=1.17"],

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import ShapeError
+from .errors import ConfigError, ShapeError
 
 
 def make_grid(frames: np.ndarray, *, cols: int | None = None, pad: int = 2, fill: int = 0) -> np.ndarray:
@@ -16,6 +16,8 @@ def make_grid(frames: np.ndarray, *, cols: int | None = None, pad: int = 2, fill
     if frames.ndim != 4 or frames.shape[0] == 0:
         raise ShapeError(f"frames must be [N, H, W, C] with N >= 1, got shape {list(frames.shape)}")
     n, h, w, c = frames.shape
+    if cols is not None and cols < 1:
+        raise ConfigError(f"grid columns must be >= 1, got {cols}")
     cols = cols or min(n, max(1, math.ceil(math.sqrt(n))))
     rows = math.ceil(n / cols)
     grid = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), fill, dtype=frames.dtype)

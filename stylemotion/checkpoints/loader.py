@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import torch
 
 from ..atomic import atomic_path
-from ..errors import CheckpointError, ConfigError, UnsafeCheckpointError
+from ..errors import CheckpointError, ConfigError, StylemotionError, UnsafeCheckpointError
 from ..models.stylegan2 import Generator, GeneratorConfig
 from .builtin import BUILTIN_CONFIGS, BUILTIN_SEED, W_AVG_SAMPLES, random_generator
 from .native import read_native, write_native
@@ -111,6 +111,17 @@ def load_generator(path: str | os.PathLike, *, config: GeneratorConfig | Mapping
     cannot tell them). The result carries ``G.checkpoint_info`` (a CheckpointInfo).
     """
     where = str(path)
+    try:
+        return _load(path, where, config, device)
+    except StylemotionError:
+        raise
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, RuntimeError, RecursionError) as exc:
+        # A malformed file reaches conversion code with values of the wrong kind (a 1-D conv weight, a string
+        # where a size belongs); say which file, and keep the original error chained.
+        raise CheckpointError(f"{where}: malformed generator checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def _load(path, where: str, config, device) -> Generator:
     fmt = detect_format(path)
     full = config if isinstance(config, GeneratorConfig) else None
     overrides = None if full is not None else config

@@ -15,7 +15,6 @@ import collections
 import copyreg
 import io
 import pickle
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -24,36 +23,89 @@ import torch
 from ..errors import CheckpointError, UnsafeCheckpointError
 
 
-@dataclass
-class PersistentObject:
+class _Frozen(type):
+    """Metaclass of the classes the unpickler hands out: a pickle's BUILD cannot set attributes on them."""
+
+    def __setattr__(cls, name, value):
+        raise UnsafeCheckpointError(f"the pickle tried to set {cls.__name__}.{name}")
+
+    def __delattr__(cls, name):
+        raise UnsafeCheckpointError(f"the pickle tried to delete {cls.__name__}.{name}")
+
+
+class Guarded(metaclass=_Frozen):
+    """Wraps a callable handed to an unpickler. ``GLOBAL`` pushes the object itself, and ``BUILD`` on it would
+    set attributes (``__defaults__``, ``__code__``) of a function shared by the whole process; the wrapper has
+    no attributes to set and refuses ``__setstate__``."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn):
+        object.__setattr__(self, "_fn", fn)
+
+    def __call__(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+    def __setstate__(self, state):
+        raise UnsafeCheckpointError(f"the pickle tried to modify {self._fn.__name__}")
+
+    def __setattr__(self, name, value):
+        raise UnsafeCheckpointError(f"the pickle tried to set {name} on {self._fn.__name__}")
+
+
+class PersistentObject(metaclass=_Frozen):
     """What a persistent network in an official pickle describes: class name and state, never its code."""
 
-    class_name: str
-    state: dict = field(repr=False)
-    version: Any = None
+    __slots__ = ("class_name", "state", "version")
 
-    def tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
+    def __init__(self, class_name: str, state: dict, version: Any = None):
+        object.__setattr__(self, "class_name", class_name)
+        object.__setattr__(self, "state", state)
+        object.__setattr__(self, "version", version)
+
+    def __setstate__(self, state):
+        raise UnsafeCheckpointError(f"the pickle tried to modify persistent object {self.class_name!r}")
+
+    def __setattr__(self, name, value):
+        raise UnsafeCheckpointError(f"the pickle tried to set {name} on persistent object {self.class_name!r}")
+
+    def __repr__(self) -> str:
+        return f"PersistentObject({self.class_name!r})"
+
+    def children(self) -> list[tuple[str, "PersistentObject"]]:
+        modules = self.state.get("_modules") or {}
+        if not isinstance(modules, dict):
+            raise CheckpointError(f"persistent object {self.class_name!r}: _modules is not a dict")
+        return [(str(k), v) for k, v in modules.items() if isinstance(v, PersistentObject)]
+
+    def tensors(self, prefix: str = "", _seen: frozenset = frozenset()) -> dict[str, torch.Tensor]:
         """Flattened ``name -> tensor`` over parameters, persistent buffers and submodules (state-dict order)."""
+        if id(self) in _seen:
+            raise CheckpointError(f"module {prefix.rstrip('.') or self.class_name!r} contains itself")
+        seen = _seen | {id(self)}
         out: dict[str, torch.Tensor] = {}
         skip = set(self.state.get("_non_persistent_buffers_set") or ())
         for group in ("_parameters", "_buffers"):
-            for name, value in (self.state.get(group) or {}).items():
+            values = self.state.get(group) or {}
+            if not isinstance(values, dict):
+                raise CheckpointError(f"module {prefix.rstrip('.') or self.class_name!r}: {group} is not a dict")
+            for name, value in values.items():
                 if value is not None and not (group == "_buffers" and name in skip):
-                    out[prefix + name] = value
-        for name, child in (self.state.get("_modules") or {}).items():
-            if isinstance(child, PersistentObject):
-                out.update(child.tensors(prefix + name + "."))
+                    out[prefix + str(name)] = value
+        for name, child in self.children():
+            out.update(child.tensors(prefix + name + ".", seen))
         return out
 
-    def submodule_classes(self) -> set[str]:
+    def submodule_classes(self, _seen: frozenset = frozenset()) -> set[str]:
+        if id(self) in _seen:
+            raise CheckpointError(f"persistent object {self.class_name!r} contains itself")
         names = {self.class_name}
-        for child in (self.state.get("_modules") or {}).values():
-            if isinstance(child, PersistentObject):
-                names |= child.submodule_classes()
+        for _, child in self.children():
+            names |= child.submodule_classes(_seen | {id(self)})
         return names
 
 
-class EasyDict(dict):
+class EasyDict(dict, metaclass=_Frozen):
     """Stand-in for ``dnnlib.EasyDict`` (a dict with attribute access); plain data."""
 
 
@@ -73,6 +125,8 @@ def _storage_from_bytes(data: bytes):
 
 
 def _parameter(data, requires_grad=False, backward_hooks=None, state=None):
+    if not isinstance(data, torch.Tensor):
+        raise UnsafeCheckpointError(f"a parameter rebuilt from a {type(data).__name__}, not a tensor")
     return data
 
 
@@ -90,10 +144,18 @@ def _numpy_dtype(spec, align=False, copy=False):
 
 
 def _numpy_reconstruct(cls, shape, dtype_code):
-    if cls is not np.ndarray:
-        raise UnsafeCheckpointError(f"numpy array subclass {cls!r} refused")
+    # numpy arrays pickle as _reconstruct(ndarray, ...) then BUILD with (version, shape, dtype, fortran, data);
+    # the dtype comes through _numpy_dtype, which refuses object dtypes.
+    if cls is not _NDARRAY_MARKER:
+        raise UnsafeCheckpointError(f"numpy array class {cls!r} refused")
     return np.ndarray.__new__(np.ndarray, shape, dtype_code)
 
+
+def _ndarray_called(*args, **kwargs):
+    raise UnsafeCheckpointError("the pickle called numpy.ndarray directly; only _reconstruct may build arrays")
+
+
+_NDARRAY_MARKER = Guarded(_ndarray_called)  # stands for numpy.ndarray, which _numpy_reconstruct accepts
 
 _PLAIN_TYPES = (EasyDict, collections.OrderedDict, dict, list, object)
 
@@ -106,8 +168,10 @@ def _copyreg_reconstructor(cls, base, state):
 
 _TORCH_DTYPES = {name for name in dir(torch) if isinstance(getattr(torch, name, None), torch.dtype)}
 
+# Classes are immutable built-in types or _Frozen; every function is Guarded. Nothing here imports, evaluates
+# or opens anything, and nothing a pickle receives can be modified for the rest of the process.
 _ALLOWED: dict[tuple[str, str], Any] = {
-    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_record,
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): Guarded(_persistent_record),
     ("dnnlib.util", "EasyDict"): EasyDict,
     ("dnnlib", "EasyDict"): EasyDict,
     ("collections", "OrderedDict"): collections.OrderedDict,
@@ -117,20 +181,20 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("builtins", "object"): object,
     ("builtins", "dict"): dict,
     ("builtins", "list"): list,
-    ("copyreg", "_reconstructor"): _copyreg_reconstructor,
-    ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
-    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): _parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _parameter,
+    ("copyreg", "_reconstructor"): Guarded(_copyreg_reconstructor),
+    ("torch.storage", "_load_from_bytes"): Guarded(_storage_from_bytes),
+    ("torch._utils", "_rebuild_tensor"): Guarded(torch._utils._rebuild_tensor),
+    ("torch._utils", "_rebuild_tensor_v2"): Guarded(torch._utils._rebuild_tensor_v2),
+    ("torch._utils", "_rebuild_parameter"): Guarded(_parameter),
+    ("torch._utils", "_rebuild_parameter_with_state"): Guarded(_parameter),
     ("torch", "Size"): torch.Size,
     ("torch", "device"): torch.device,
-    ("numpy", "dtype"): _numpy_dtype,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy", "dtype"): Guarded(_numpy_dtype),
+    ("numpy", "ndarray"): _NDARRAY_MARKER,
+    ("numpy.core.multiarray", "scalar"): Guarded(_numpy_scalar),
+    ("numpy._core.multiarray", "scalar"): Guarded(_numpy_scalar),
+    ("numpy.core.multiarray", "_reconstruct"): Guarded(_numpy_reconstruct),
+    ("numpy._core.multiarray", "_reconstruct"): Guarded(_numpy_reconstruct),
 }
 
 
@@ -174,7 +238,11 @@ def generator_record(data: Any, *, where: str, key: str = "G_ema") -> tuple[dict
         raise CheckpointError(f"{where}: {key!r} is not a persistent network object ({type(net).__name__})")
     if net.class_name != "Generator":
         raise CheckpointError(f"{where}: {key!r} is a {net.class_name!r}, expected 'Generator'")
-    classes = net.submodule_classes()
+    try:
+        classes = net.submodule_classes()
+        tensors = net.tensors()
+    except CheckpointError as exc:
+        raise CheckpointError(f"{where}: {key!r}: {exc}") from None
     if "SynthesisInput" in classes:
         raise CheckpointError(f"{where}: {key!r} is a StyleGAN3 (alias-free) generator; only StyleGAN2 is supported")
     args = net.state.get("_init_args") or ()
@@ -183,7 +251,7 @@ def generator_record(data: Any, *, where: str, key: str = "G_ema") -> tuple[dict
     kwargs = net.state.get("_init_kwargs")
     if not isinstance(kwargs, dict):
         raise CheckpointError(f"{where}: {key!r} has no _init_kwargs; cannot tell its architecture")
-    return _plain(kwargs), net.tensors()
+    return _plain(kwargs), tensors
 
 
 def _plain(value: Any) -> Any:

@@ -49,6 +49,9 @@ def infer_config(sd: Mapping[str, torch.Tensor], *, where: str, overrides: Mappi
         raise CheckpointError(f"{where}: this is a StyleGAN3 (alias-free) generator; only StyleGAN2 is supported")
     if any(k.startswith("synthesis.") and ".skip." in k for k in sd):
         raise CheckpointError(f"{where}: 'resnet' synthesis architecture (key with '.skip.') is not supported")
+    bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{where}: entries that are not name -> tensor: {bad[:4]}")
     fc = sorted(int(m.group(1)) for k in sd if (m := re.fullmatch(r"mapping\.fc(\d+)\.weight", k)))
     if not fc or fc != list(range(len(fc))):
         raise CheckpointError(f"{where}: mapping layers 'mapping.fc<i>.weight' missing or not numbered 0..n-1 (found {fc})")

@@ -62,11 +62,22 @@ class GeneratorConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.c_dim < 0 or self.num_fp16_res < 0:
-            raise ConfigError(f"c_dim and num_fp16_res must be >= 0, got {self.c_dim!r}, {self.num_fp16_res!r}")
+        for name in ("c_dim", "num_fp16_res"):
+            if not isinstance(getattr(self, name), int):
+                raise ConfigError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        for name in ("mapping_layer_features", "mapping_embed_features"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
+        if self.conv_clamp is not None and not isinstance(self.conv_clamp, (int, float)):
+            raise ConfigError(f"conv_clamp must be a number or None, got {self.conv_clamp!r}")
+        if not isinstance(self.mapping_lr_multiplier, (int, float)):
+            raise ConfigError(f"mapping_lr_multiplier must be a number, got {self.mapping_lr_multiplier!r}")
         if self.architecture not in ARCHITECTURES:
             raise ConfigError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r} "
                               "('resnet' generators are not supported)")
+        if self.c_dim < 0 or self.num_fp16_res < 0:
+            raise ConfigError(f"c_dim and num_fp16_res must be >= 0, got {self.c_dim!r}, {self.num_fp16_res!r}")
         if self.conv_clamp is not None and not self.conv_clamp > 0:
             raise ConfigError(f"conv_clamp must be positive or None, got {self.conv_clamp!r}")
         if not self.mapping_lr_multiplier > 0:
@@ -118,23 +129,29 @@ class GeneratorConfig:
         mapping = dict(kwargs.pop("mapping_kwargs", None) or {})
         synthesis = dict(kwargs.pop("synthesis_kwargs", None) or {})
         top = {k: kwargs.pop(k) for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels") if k in kwargs}
-        synthesis.update(kwargs)  # stylegan3 repo: synthesis kwargs sit at top level
+        if kwargs and not synthesis:
+            # The stylegan3 repository's StyleGAN2 puts synthesis kwargs at top level, and its defaults differ
+            # from stylegan2-ada-pytorch's: FP16 in the 4 highest resolutions, activations clamped at 256.
+            synthesis = {"num_fp16_res": 4, "conv_clamp": 256}
+        synthesis.update(kwargs)
         missing = [k for k in ("z_dim", "w_dim", "img_resolution") if k not in top]
         if missing:
             raise ConfigError(f"generator kwargs lack {missing}")
         ignored = {"fused_modconv_default", "channels_last", "fp16_channels_last", "w_avg_beta", "num_ws",
                    "magnitude_ema_beta"}
-        required = {"activation": "lrelu", "kernel_size": 3, "use_noise": True, "resample_filter": [1, 3, 3, 1],
-                    "img_channels": None, "embed_features": None}
+        required = {"activation": "lrelu", "kernel_size": 3, "use_noise": True, "resample_filter": [1, 3, 3, 1]}
         for section, values in (("mapping_kwargs", mapping), ("synthesis_kwargs", synthesis)):
             for key in list(values):
                 if key in ignored:
                     values.pop(key)
-                elif key in ("activation", "kernel_size", "use_noise", "resample_filter") and key in required:
+                elif key in required:
                     if _plain(values.pop(key)) != required[key]:
                         raise ConfigError(f"{section}.{key} other than {required[key]!r} is not supported")
-        cfg = {"z_dim": int(top["z_dim"]), "w_dim": int(top["w_dim"]), "c_dim": int(top.get("c_dim", 0)),
-               "img_resolution": int(top["img_resolution"]), "img_channels": int(top.get("img_channels", 3))}
+        try:
+            cfg = {"z_dim": int(top["z_dim"]), "w_dim": int(top["w_dim"]), "c_dim": int(top.get("c_dim", 0)),
+                   "img_resolution": int(top["img_resolution"]), "img_channels": int(top.get("img_channels", 3))}
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"generator kwargs hold a non-integer size: {top}") from exc
         renames_m = {"num_layers": "mapping_layers", "lr_multiplier": "mapping_lr_multiplier",
                      "layer_features": "mapping_layer_features", "embed_features": "mapping_embed_features"}
         for key, value in mapping.items():
@@ -181,8 +198,8 @@ class MappingNetwork(nn.Module):
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim, self.num_ws = cfg.z_dim, cfg.c_dim, cfg.w_dim, num_ws
         self.num_layers = cfg.mapping_layers
-        layer_features = cfg.mapping_layer_features or cfg.w_dim
-        embed_features = cfg.mapping_embed_features or (cfg.w_dim if cfg.c_dim else 0)
+        layer_features = cfg.w_dim if cfg.mapping_layer_features is None else cfg.mapping_layer_features
+        embed_features = cfg.w_dim if cfg.mapping_embed_features is None else cfg.mapping_embed_features
         if cfg.c_dim == 0:
             embed_features = 0
         features = [cfg.z_dim + embed_features] + [layer_features] * (cfg.mapping_layers - 1) + [cfg.w_dim]

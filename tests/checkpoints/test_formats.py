@@ -250,3 +250,50 @@ def test_builtin_names_are_config_f_with_declared_random_weights():
     assert any("RANDOM weights" in n for n in G.checkpoint_info.notes)
     H = stylemotion.load_generator("ffhq-256")
     assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), H.state_dict().values()))
+
+
+
+def _build_on_global(module: str, name: str, state) -> bytes:
+    """A hand-made pickle: GLOBAL module.name, then BUILD ``state`` on that very object."""
+    body = pickle.dumps(state, protocol=2)[2:-1]  # drop PROTO and STOP
+    return b"\x80\x02c" + f"{module}\n{name}\n".encode() + body + b"b."
+
+
+@pytest.mark.parametrize("module, name, state", [
+    ("torch._utils", "_rebuild_tensor_v2", (None, {"__defaults__": ({"neg": True},)})),
+    ("torch._utils", "_rebuild_tensor_v2", {"__kwdefaults__": {}}),
+    ("dnnlib.util", "EasyDict", (None, {"items": None})),
+    ("torch_utils.persistence", "_reconstruct_persistent_obj", (None, {"x": 1})),
+])
+def test_pickle_cannot_tamper_with_what_it_is_given(tmp_path, module, name, state):
+    legit = tmp_path / "legit.pt"
+    torch.save({"w": torch.ones(3)}, legit)
+    defaults = torch._utils._rebuild_tensor_v2.__defaults__
+    path = tmp_path / "tamper.pkl"
+    path.write_bytes(_build_on_global(module, name, state))
+    with pytest.raises(CheckpointError, match=r"tamper\.pkl"):
+        load_generator(path)
+    assert torch._utils._rebuild_tensor_v2.__defaults__ == defaults
+    assert torch.equal(torch.load(legit, weights_only=True)["w"], torch.ones(3))
+
+
+def test_cyclic_and_malformed_checkpoints_give_typed_errors(tmp_path, small_generator):
+    # Hand-made: modules = {}; record = persistent Generator whose state's _modules is that dict;
+    # modules["self"] = record; {"G_ema": record}.
+    cycle = (b"\x80\x02}q\x00ctorch_utils.persistence\n_reconstruct_persistent_obj\n(}("
+             b"X\x04\x00\x00\x00typeX\x05\x00\x00\x00classX\n\x00\x00\x00class_name"
+             b"X\t\x00\x00\x00GeneratorX\x05\x00\x00\x00state}(X\x08\x00\x00\x00_modulesh\x00"
+             b"X\x0c\x00\x00\x00_init_kwargs}uutRq\x010h\x00X\x04\x00\x00\x00selfh\x01s0"
+             b"}X\x05\x00\x00\x00G_emah\x01s.")
+    (tmp_path / "cycle.pkl").write_bytes(cycle)
+    with pytest.raises(CheckpointError, match=r"cycle\.pkl.*contains itself"):
+        load_generator(tmp_path / "cycle.pkl")
+    sd = state_dict_from_generator(small_generator)
+    torch.save(dict(sd, **{"mapping.fc0.weight": torch.zeros(16)}), tmp_path / "fc1d.pt")
+    with pytest.raises(CheckpointError, match=r"fc1d\.pt"):
+        load_generator(tmp_path / "fc1d.pt")
+    ros = rosinality_from_official(sd, small_generator.config)
+    ros["g_ema"]["noises.noise_1"] = torch.zeros(1, 1, 4, 4)
+    torch.save(ros, tmp_path / "noise.pt")
+    with pytest.raises(CheckpointError, match=r"noise\.pt: malformed"):
+        load_generator(tmp_path / "noise.pt")

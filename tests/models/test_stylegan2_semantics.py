@@ -221,6 +221,9 @@ def test_init_kwargs_round_trip(tiny_init_kwargs):
     flat = {k: v for k, v in tiny_init_kwargs.items() if k != "synthesis_kwargs"}
     flat.update(tiny_init_kwargs["synthesis_kwargs"], fused_modconv_default="inference_only")  # stylegan3 form
     assert GeneratorConfig.from_init_kwargs(flat) == cfg
+    stylegan3_defaults = {k: v for k, v in flat.items() if k not in ("num_fp16_res", "conv_clamp")}
+    cfg3 = GeneratorConfig.from_init_kwargs(stylegan3_defaults)  # that repository defaults to FP16 + clamp 256
+    assert (cfg3.num_fp16_res, cfg3.conv_clamp) == (4, 256)
     with pytest.raises(ConfigError, match="kernel_size"):
         GeneratorConfig.from_init_kwargs({**tiny_init_kwargs, "synthesis_kwargs": {"kernel_size": 5}})
 
