@@ -13,5 +13,7 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 $PY -m pytest -q -p no:cacheprovider -m gpu tests || status=1
 $PY bench/run.py --model ffhq-1024 --device cuda --batch 1,8,32 --precision fp32,fp16 --iters 10 || status=1
 $PY bench/run.py --model ffhq-256 --device cuda --batch 1,8,32 --precision fp32,fp16 --iters 10 || status=1
+$PY bench/embed.py --model ffhq-1024 --device cuda --batch 1,8 --amp both --steps 5 || status=1
+$PY bench/embed.py --model ffhq-256 --device cuda --batch 1,8 --amp both --steps 5 || status=1
 if [ -n "${OUT:-}" ]; then mkdir -p "$OUT/results" && cp bench/results/* "$OUT/results/" 2>/dev/null; fi
 exit $status

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .errors import StylemotionError
+from .errors import ConfigError, StylemotionError
 
 
 def _device(name: str) -> str:
@@ -19,8 +20,14 @@ def _device(name: str) -> str:
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise StylemotionError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name}: only cpu and cuda are supported")
     return name
 
 
@@ -77,6 +84,41 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .checkpoints.vgg16 import load_vgg16
+    from .models.vgg16 import PerceptualDistance
+    from .pipeline.embed import Projector, ProjectorConfig, embed_frames
+    from .pipeline.video_io import iter_frames
+
+    config = ProjectorConfig(space=args.space, steps=args.steps, initial_lr=args.lr, pixel_weight=args.pixel_weight,
+                             perceptual_weight=0.0 if args.perceptual == "none" else 1.0,
+                             optimize_noise=args.optimize_noise, stop_loss=args.stop_loss,
+                             plateau_patience=args.plateau, amp=args.amp, seed=args.seed).validate()
+    G = _load(args.ckpt, args.device)
+    batch = args.batch or (8 if G.mapping.w_avg.device.type == "cuda" and not args.optimize_noise else 1)
+    if args.optimize_noise and batch != 1:
+        raise ConfigError("--optimize-noise optimises the generator's shared noise maps: use --batch 1")
+    perceptual = None
+    if args.perceptual != "none":
+        vgg, lpips_weights = load_vgg16(args.vgg)
+        if vgg.random_weights:
+            print("note: no --vgg weights given: VGG16 has seeded RANDOM weights, so the perceptual loss is a "
+                  "random-feature loss (fine for tests, weak for real photos)", file=sys.stderr)
+        perceptual = PerceptualDistance(vgg, args.perceptual, lpips_weights).to(G.mapping.w_avg.device)
+    projector = Projector(G, perceptual, config)
+    frames = iter_frames(args.input, every=args.every, fps=args.fps)
+    preview = args.preview or str(Path(args.out).with_suffix(".png"))
+    summary = embed_frames(G, frames, args.out, projector=projector, batch_size=batch,
+                           warm_start=args.warm_start, warm_steps=args.warm_steps, resume=not args.no_resume,
+                           preview=preview, progress=not args.quiet)
+    print(f"wrote {summary.path}: {summary.embedded} frames embedded"
+          + (f", {summary.resumed} kept from an earlier run" if summary.resumed else "")
+          + f"; mean loss {summary.mean_loss:.4f}, mean steps {summary.mean_steps:.0f}")
+    if summary.preview:
+        print(f"wrote {summary.preview} (originals above reconstructions)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stylemotion", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"stylemotion {__version__}")
@@ -103,6 +145,33 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--grid-only", action="store_true", help="write only the grid")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=cmd_generate)
+
+    emb = sub.add_parser("embed", help="project images, a folder of images or a video into the latent space")
+    emb.add_argument("input", help="an image, a folder of images, or a video file")
+    emb.add_argument("--ckpt", required=True, help="generator checkpoint or built-in name")
+    emb.add_argument("--out", required=True, help="latents .npz (rewritten after every batch; reruns resume)")
+    emb.add_argument("--space", choices=["w", "w+"], default="w")
+    emb.add_argument("--steps", type=int, default=1000, help="optimisation steps per batch (default 1000)")
+    emb.add_argument("--batch", type=int, default=None,
+                     help="frames optimised together (default 1 on the CPU, where batching does not help; 8 on CUDA)")
+    emb.add_argument("--warm-start", action="store_true", help="start each batch from the previous solution")
+    emb.add_argument("--warm-steps", type=int, default=None, help="steps for warm-started batches (default --steps)")
+    emb.add_argument("--every", type=int, default=1, help="keep every Nth frame")
+    emb.add_argument("--fps", type=float, default=None, help="resample a video to this frame rate")
+    emb.add_argument("--vgg", default=None, help="VGG16 weights: torchvision vgg16-397923af.pth or NVIDIA vgg16.pt")
+    emb.add_argument("--perceptual", choices=["lpips", "image2stylegan", "none"], default="lpips")
+    emb.add_argument("--pixel-weight", type=float, default=1.0, help="weight of the pixel MSE term (default 1)")
+    emb.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default 0.1)")
+    emb.add_argument("--optimize-noise", action="store_true", help="also optimise the noise maps (needs --batch 1)")
+    emb.add_argument("--stop-loss", type=float, default=None, help="stop a frame once its loss is at most this")
+    emb.add_argument("--plateau", type=int, default=None, help="stop a frame after N steps without improvement")
+    emb.add_argument("--no-resume", action="store_true", help="start over even if --out exists")
+    emb.add_argument("--preview", default=None, help="PNG of originals above reconstructions (default: OUT.png)")
+    emb.add_argument("--amp", action="store_true", help="autocast the forward pass (fp16 on CUDA, bf16 on CPU)")
+    emb.add_argument("--seed", type=int, default=0)
+    emb.add_argument("--device", default="auto")
+    emb.add_argument("--quiet", action="store_true")
+    emb.set_defaults(func=cmd_embed)
     return p
 
 

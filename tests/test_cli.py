@@ -81,3 +81,36 @@ def test_parse_seeds():
         parse_seeds("1,x")
     with pytest.raises(ConfigError, match="out of range"):
         parse_seeds(str(2 ** 32))
+
+
+def test_embed_command_on_a_video(tmp_path, capsys):
+    """`stylemotion embed VIDEO --ckpt ... --out latents.npz`: latents file, preview PNG, resume on rerun."""
+    import cv2
+
+    from stylemotion.pipeline.latents_io import read_latents
+    from tests.helpers import make_image_generator
+
+    G = make_image_generator()
+    ckpt = save_generator(G, tmp_path / "g.safetensors")
+    from stylemotion.generate import render, ws_from_seeds
+
+    frames = render(G, ws_from_seeds(G, [1, 1, 2, 2, 3]), progress=False)
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 24))
+    for f in frames:  # 32x24 frames: the embedder centre-crops and resizes them to 16x16, with a warning
+        writer.write(cv2.cvtColor(cv2.resize(f, (32, 24)), cv2.COLOR_RGB2BGR))
+    writer.release()
+    out = tmp_path / "lat.npz"
+    args = ["embed", str(tmp_path / "clip.avi"), "--ckpt", str(ckpt), "--out", str(out), "--steps", "8",
+            "--batch", "2", "--every", "2", "--warm-start", "--warm-steps", "4", "--quiet"]
+    with pytest.warns(UserWarning, match="32x24 centre-cropped to 24x24 and resized to 16x16"):
+        assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "3 frames embedded" in captured.out and "RANDOM weights" in captured.err
+    data = read_latents(out)
+    assert list(data["frame_index"]) == [0, 2, 4] and data["ws"].shape == (3, G.num_ws, G.w_dim)
+    assert list(data["steps"]) == [8, 8, 4]
+    assert np.asarray(Image.open(tmp_path / "lat.png")).shape == (2 * 128 + 2, 2 * 130 - 2, 3)
+    assert main(args) == 0
+    assert "0 frames embedded, 3 kept from an earlier run" in capsys.readouterr().out
+    assert main(["embed", str(tmp_path / "nothing.avi"), "--ckpt", str(ckpt), "--out", str(out)]) == 2
+    assert "nothing.avi: no such file" in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""The offline stages, one module each (embed, video_io, latents_io, ...)."""

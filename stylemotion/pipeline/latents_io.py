@@ -1,0 +1,50 @@
+"""Latents files (DESIGN.md section 4): ``.npz`` with ``ws [N, num_ws, w_dim]``, ``frame_index [N]``,
+``source [N]`` and ``loss [N]``, plus optional extras (``steps [N]``, ``space``, ``config``). No pickles."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..errors import InputError
+
+REQUIRED = ("ws", "frame_index", "source", "loss")
+
+
+def write_latents(path: str | os.PathLike, *, ws: np.ndarray, frame_index: np.ndarray, source: np.ndarray,
+                  loss: np.ndarray, **extra: np.ndarray) -> Path:
+    """Write atomically (a temporary file renamed when complete); arrays must agree on N."""
+    n = len(ws)
+    for name, arr in (("frame_index", frame_index), ("source", source), ("loss", loss)):
+        if len(arr) != n:
+            raise InputError(f"latents: {name} has {len(arr)} entries but ws has {n}")
+    arrays = {"ws": np.asarray(ws, np.float32), "frame_index": np.asarray(frame_index, np.int64),
+              "source": np.asarray(source, dtype=str), "loss": np.asarray(loss, np.float32)}
+    arrays.update({k: np.asarray(v) for k, v in extra.items()})
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return Path(path)
+
+
+def read_latents(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    where = str(path)
+    try:
+        with np.load(where, allow_pickle=False) as data:
+            out = {k: data[k] for k in data.files}
+    except FileNotFoundError as exc:
+        raise InputError(f"{where}: no such latents file") from exc
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{where}: cannot read latents ({exc})") from exc
+    missing = [k for k in REQUIRED if k not in out]
+    if missing:
+        raise InputError(f"{where}: missing keys {missing} (a latents file has {list(REQUIRED)})")
+    ws = out["ws"]
+    if ws.ndim != 3:
+        raise InputError(f"{where}: key 'ws' must be [N, num_ws, w_dim], got shape {list(ws.shape)}")
+    for key in ("frame_index", "source", "loss"):
+        if out[key].shape != (ws.shape[0],):
+            raise InputError(f"{where}: key {key!r} has shape {list(out[key].shape)}, expected [{ws.shape[0]}]")
+    return out
