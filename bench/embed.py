@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,8 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import device_name  # noqa: E402
-from stylemotion.atomic import atomic_path  # noqa: E402
+from bench.run import device_name, write_results  # noqa: E402
 from stylemotion.checkpoints import load_generator, random_generator  # noqa: E402
 from stylemotion.models.stylegan2 import GeneratorConfig  # noqa: E402
 from stylemotion.models.vgg16 import PerceptualDistance, random_vgg16  # noqa: E402
@@ -108,9 +106,6 @@ def main(argv=None) -> int:
     result = {"device": name, "torch": torch.__version__, "date": dt.datetime.now(dt.timezone.utc).isoformat(),
               "step_cost": rows, "cold_vs_warm": seq, "stop_loss": args.stop_loss}
     stem = f"embed-{name.replace(' ', '_').replace('/', '_')}-{dt.date.today().isoformat()}-{args.model}"
-    out = Path(args.out)
-    with atomic_path(out / f"{stem}.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
     lines = [f"# Projector on {name} (torch {torch.__version__})", "", "| model | batch | amp | s/step | s/step/frame |",
              "|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['batch']} | {r['amp']} | {r['s_per_step']:.3f} | {r['s_per_step_per_frame']:.3f} |"
@@ -119,9 +114,7 @@ def main(argv=None) -> int:
               "| start | mean steps | s/frame | PSNR dB |", "|---|---|---|---|"]
     lines += [f"| {m} | {v['mean_steps']:.1f} | {v['mean_s_per_frame']:.2f} | {v['mean_psnr_db']:.1f} |"
               for m, v in seq.items()]
-    with atomic_path(out / f"{stem}.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / stem}.json and .md")
+    write_results(Path(args.out), stem, result, lines)
     return 0
 
 

@@ -31,6 +31,15 @@ def device_name(device: str) -> str:
     return f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
 
+def write_results(out_dir: Path, stem: str, result: dict, lines: list[str]) -> None:
+    """``<stem>.json`` (the figures) and ``<stem>.md`` (the table), each written atomically."""
+    with atomic_path(out_dir / f"{stem}.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    with atomic_path(out_dir / f"{stem}.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out_dir / stem}.json and .md")
+
+
 def time_batches(G, batch: int, precision: str, iters: int, warmup: int, device: str) -> list[float]:
     ws = G.mapping(torch.randn(batch, G.z_dim, device=device), truncation_psi=0.7)
     cuda = device.startswith("cuda")
@@ -88,15 +97,11 @@ def main(argv=None) -> int:
               "iters": args.iters, "warmup": args.warmup, "rows": rows}
     out_dir = Path(args.out)
     stem = f"{name.replace(' ', '_').replace('/', '_')}-{dt.date.today().isoformat()}-{args.model}"
-    with atomic_path(out_dir / f"{stem}.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
     lines = [f"# {args.model} on {name} (torch {torch.__version__})", "",
              "| precision | batch | images/s | median ms/batch | min ms | max ms |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['precision']} | {r['batch']} | {r['images_per_s']:.2f} | {r['median_s'] * 1e3:.1f} | "
               f"{r['min_s'] * 1e3:.1f} | {r['max_s'] * 1e3:.1f} |" for r in rows]
-    with atomic_path(out_dir / f"{stem}.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    print(f"wrote {out_dir / stem}.json and .md")
+    write_results(out_dir, stem, result, lines)
     return 0
 
 
