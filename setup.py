@@ -21,12 +21,14 @@ setup(
         "pillow>=9",
         "tqdm>=4.60",
         "opencv-python-headless>=4.10,<5",  # 5.0 has no CascadeClassifier
+        "h5py>=3.8",  # the Keras emotion classifier's weights
+        "scikit-learn>=1.3",  # emotion directions
     ],
     extras_require={
         "gpu": ["onnxruntime-gpu>=1.17"],
         "tensorrt": ["tensorrt>=10.0", "onnx>=1.15"],
         "ray": ["ray>=2.9"],
-        "dev": ["pytest>=7", "pytest-timeout>=2"],
+        "dev": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21"],  # skimage: real face photos for tests
     },
     entry_points={"console_scripts": ["stylemotion=stylemotion.cli:main"]},
 )
