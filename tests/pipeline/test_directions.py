@@ -1,0 +1,64 @@
+"""Direction learning recovers planted directions; labels from CSV, folders and the labeler; bad labels."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stylemotion.errors import InputError
+from stylemotion.pipeline.directions import (Directions, condition, labels_from_csv, labels_from_folders,
+                                             labels_from_sequences, learn_directions)
+
+
+def planted(n=1200, shape=(4, 8), seed=0):
+    """Latents with a known linear labelling rule: happy where x.d_happy > 1, sad where x.d_sad > 1 (the larger
+    wins), otherwise neutral; d_happy and d_sad are orthonormal."""
+    rng = np.random.default_rng(seed)
+    d = int(np.prod(shape))
+    q, _ = np.linalg.qr(rng.normal(size=(d, 2)))
+    d_happy, d_sad = q[:, 0], q[:, 1]
+    x = rng.normal(size=(n, d))
+    sh, ss = x @ d_happy, x @ d_sad
+    labels = np.full(n, 6)
+    labels[(sh > 1) & (sh >= ss)] = 3
+    labels[(ss > 1) & (ss > sh)] = 4
+    return x.reshape((n,) + shape), labels, d_happy.reshape(shape), d_sad.reshape(shape)
+
+
+def test_recovers_planted_directions_with_held_out_accuracy(tmp_path):
+    x, labels, d_happy, d_sad = planted()
+    dirs = learn_directions(x, labels, space="w+")
+    assert dirs.emotions == ["happy", "sad", "neutral"] and dirs.directions.shape == (3, 4, 8)
+    cos_h = float((dirs["happy"] * d_happy).sum())
+    cos_s = float((dirs["sad"] * d_sad).sum())
+    assert cos_h >= 0.9 and cos_s >= 0.9, (cos_h, cos_s)
+    assert (dirs.accuracy[:2] > 0.9).all() and (dirs.accuracy < 1.0).all()  # held out, so not a perfect fit
+    saved = Directions.load(dirs.save(tmp_path / "d.npz"))
+    assert saved.emotions == dirs.emotions and np.allclose(saved.directions, dirs.directions)
+    c = condition(dirs, "happy", "sad")
+    assert abs(float((c * dirs["sad"]).sum())) < 1e-6 and abs(np.linalg.norm(c) - 1) < 1e-6
+
+
+def test_emotions_without_samples_are_an_error():
+    x, labels, _, _ = planted(n=300)
+    with pytest.raises(InputError, match=r"too few samples.*'angry': 0"):
+        learn_directions(x, labels, emotions=["happy", "angry"])
+    with pytest.raises(InputError, match="unknown emotions"):
+        learn_directions(x, labels, emotions=["hungry"])
+
+
+def test_label_sources(tmp_path):
+    frame_index = np.array([0, 5, 10])
+    (tmp_path / "l.csv").write_text("frame_index,emotion\n0,happy\n10,4\n")
+    assert list(labels_from_csv(tmp_path / "l.csv", frame_index)) == [3, -1, 4]
+    (tmp_path / "bad.csv").write_text("frame_index,emotion\n7,happy\n")
+    with pytest.raises(InputError, match=r"bad\.csv:2: frame 7 has no latent"):
+        labels_from_csv(tmp_path / "bad.csv", frame_index)
+    (tmp_path / "odd.csv").write_text("frame_index,emotion\n0,smug\n")
+    with pytest.raises(InputError, match=r"odd\.csv:2: unknown emotion 'smug'"):
+        labels_from_csv(tmp_path / "odd.csv", frame_index)
+    assert list(labels_from_folders(np.array(["mug/happy/a.png", "mug/Surprise/b.png"]))) == [3, 5]
+    (tmp_path / "s.jsonl").write_text(json.dumps({"source": "v.mp4", "fps": 5, "emotions": [3, None, 0],
+                                                  "frame_index": [0, 5, 10]}) + "\n")
+    assert list(labels_from_sequences(tmp_path / "s.jsonl", frame_index, np.array(["v.mp4"] * 3))) == [3, -1, 0]
