@@ -1,0 +1,209 @@
+"""Train and sample the emotion LSTM; measure it against a uniform and a first-order Markov baseline.
+
+Sequences come from the labeler's JSON lines; ``null`` (no face) splits a sequence into runs, because what
+happened in a gap is unknown. Runs are split into training and held-out sets (whole runs, never windows of the
+same run on both sides). Training uses teacher forcing on windows; the held-out report gives next-step accuracy
+and perplexity for the LSTM, the uniform baseline (perplexity = number of emotions) and a Markov chain counted
+from the training runs (add-one smoothing).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..atomic import atomic_path
+from ..errors import CheckpointError, ConfigError, InputError
+from ..models.emotion_cnn import EMOTIONS
+from ..models.emotion_lstm import EmotionLSTM, LSTMConfig
+from .labeling import EmotionSequence
+
+FORMAT_NAME = "stylemotion.emotion_lstm"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    window: int = 32
+    batch_size: int = 64
+    lr: float = 3e-3
+    held_out: float = 0.2
+    seed: int = 0
+
+    def validate(self) -> "TrainConfig":
+        if self.epochs < 1 or self.window < 2 or self.batch_size < 1 or not self.lr > 0:
+            raise ConfigError(f"invalid training config {self}")
+        if not 0 < self.held_out < 1:
+            raise ConfigError(f"held_out must be in (0, 1), got {self.held_out}")
+        return self
+
+
+def runs_from_sequences(sequences: Sequence[EmotionSequence], min_len: int = 2) -> list[list[int]]:
+    """Split each sequence at ``null`` (faceless frames); keep runs of at least ``min_len`` ids."""
+    runs: list[list[int]] = []
+    for seq in sequences:
+        current: list[int] = []
+        for e in list(seq.emotions) + [None]:
+            if e is None:
+                if len(current) >= min_len:
+                    runs.append(current)
+                current = []
+            else:
+                current.append(int(e))
+    return runs
+
+
+class MarkovBaseline:
+    """First-order Markov chain with add-``alpha`` smoothing, counted from training runs."""
+
+    def __init__(self, runs: Sequence[Sequence[int]], num_emotions: int = len(EMOTIONS), alpha: float = 1.0):
+        counts = np.full((num_emotions, num_emotions), alpha)
+        for run in runs:
+            for a, b in zip(run[:-1], run[1:]):
+                counts[a, b] += 1
+        self.transition = counts / counts.sum(axis=1, keepdims=True)
+
+    def evaluate(self, runs: Sequence[Sequence[int]]) -> dict:
+        nll, hits, n = 0.0, 0, 0
+        for run in runs:
+            for a, b in zip(run[:-1], run[1:]):
+                nll -= math.log(self.transition[a, b])
+                hits += int(self.transition[a].argmax() == b)
+                n += 1
+        return {"accuracy": hits / n, "perplexity": math.exp(nll / n), "transitions": n}
+
+
+def _windows(runs: Sequence[Sequence[int]], window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs ``[W, window]`` and next-id targets ``[W, window]`` (padding targets are -100, ignored)."""
+    xs, ys = [], []
+    for run in runs:
+        for start in range(0, max(len(run) - 1, 1), max(window // 2, 1)):
+            chunk = run[start:start + window + 1]
+            if len(chunk) < 2:
+                continue
+            x = chunk[:-1] + [0] * (window - len(chunk) + 1)
+            y = chunk[1:] + [-100] * (window - len(chunk) + 1)
+            xs.append(x)
+            ys.append(y)
+    return torch.tensor(xs, dtype=torch.long), torch.tensor(ys, dtype=torch.long)
+
+
+def split_runs(runs: list[list[int]], held_out: float, seed: int) -> tuple[list[list[int]], list[list[int]]]:
+    if len(runs) < 2:
+        raise InputError(f"need at least 2 runs of 2+ labelled frames to hold some out, got {len(runs)}")
+    order = np.random.default_rng(seed).permutation(len(runs))
+    n_test = min(max(1, round(held_out * len(runs))), len(runs) - 1)
+    test = [runs[i] for i in order[:n_test]]
+    return [runs[i] for i in order[n_test:]], test
+
+
+@torch.no_grad()
+def evaluate_lstm(model: EmotionLSTM, runs: Sequence[Sequence[int]]) -> dict:
+    model.eval()
+    nll, hits, n = 0.0, 0, 0
+    for run in runs:
+        logits, _ = model(torch.tensor(run[:-1])[None])
+        target = torch.tensor(run[1:])
+        logp = logits[0].log_softmax(dim=-1)
+        nll -= float(logp.gather(1, target[:, None]).sum())
+        hits += int((logp.argmax(dim=-1) == target).sum())
+        n += len(target)
+    return {"accuracy": hits / n, "perplexity": math.exp(nll / n), "transitions": n}
+
+
+def train_lstm(runs: list[list[int]], *, model_config: LSTMConfig = LSTMConfig(),
+               config: TrainConfig = TrainConfig(), progress: bool = True) -> tuple[EmotionLSTM, dict]:
+    """Train on most runs, report on the held-out ones (LSTM, uniform and Markov)."""
+    from tqdm.auto import tqdm
+
+    config = config.validate()
+    train, test = split_runs(runs, config.held_out, config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = EmotionLSTM(model_config)
+    x, y = _windows(train, config.window)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    bar = tqdm(range(config.epochs), desc="train-lstm", unit="epoch", disable=not progress)
+    for _ in bar:
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for start in range(0, len(x), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            logits, _ = model(x[idx])
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[idx].reshape(-1), ignore_index=-100)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        bar.set_postfix(loss=f"{total / len(x):.4f}", refresh=False)
+    model.eval()
+    report = {"lstm": evaluate_lstm(model, test), "markov": MarkovBaseline(train).evaluate(test),
+              "uniform": {"accuracy": 1 / model_config.num_emotions, "perplexity": float(model_config.num_emotions)},
+              "train_runs": len(train), "held_out_runs": len(test), "train_config": asdict(config)}
+    return model, report
+
+
+def save_lstm(model: EmotionLSTM, path: str | os.PathLike, report: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    meta = {"format": FORMAT_NAME, "config": json.dumps(model.config.to_dict()), "report": json.dumps(report or {})}
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def load_lstm(path: str | os.PathLike) -> EmotionLSTM:
+    from safetensors import safe_open
+
+    where = str(path)
+    try:
+        with safe_open(where, framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for missing or corrupt files
+        raise CheckpointError(f"{where}: cannot read the LSTM file ({type(exc).__name__}: {exc})") from exc
+    if meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{where}: not an emotion LSTM (format {meta.get('format')!r})")
+    model = EmotionLSTM(LSTMConfig(**json.loads(meta["config"])))
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{where}: weights do not match the stored config ({exc})") from exc
+    return model.eval()
+
+
+@torch.no_grad()
+def sample_emotions(model: EmotionLSTM, prime: Sequence[int], length: int, *, temperature: float = 1.0,
+                    seed: int = 0) -> list[int]:
+    """Continue ``prime`` (at least one id) to ``length`` ids in all, sampling with ``temperature`` (0: argmax)."""
+    if not prime:
+        raise ConfigError("prime needs at least one emotion id")
+    bad = [p for p in prime if not 0 <= int(p) < model.config.num_emotions]
+    if bad:
+        raise ConfigError(f"prime holds unknown emotion ids {bad}")
+    if temperature < 0:
+        raise ConfigError(f"temperature must be >= 0, got {temperature}")
+    gen = torch.Generator().manual_seed(seed)
+    model.eval()
+    out = [int(p) for p in prime]
+    logits, state = model(torch.tensor(out)[None])
+    last = logits[0, -1]
+    while len(out) < length:
+        if temperature == 0:
+            nxt = int(last.argmax())
+        else:
+            nxt = int(torch.multinomial((last / temperature).softmax(-1), 1, generator=gen))
+        out.append(nxt)
+        last, state = model.step(torch.tensor([nxt]), state)
+        last = last[0]
+    return out[:max(length, len(prime))]
