@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -119,6 +120,111 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _emotion_list(text: str | None) -> list[str] | None:
+    from .pipeline.directions import emotion_id
+    from .models.emotion_cnn import EMOTIONS
+
+    if not text:
+        return None
+    return [EMOTIONS[emotion_id(t, where="--emotions")] for t in text.split(",")]
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from .checkpoints.emotion_cnn import load_emotion_cnn
+    from .models.emotion_cnn import EMOTIONS
+    from .pipeline.labeling import LabelingConfig, label_videos
+
+    config = LabelingConfig(fps=args.fps, every=args.every, smooth=args.smooth, min_face=args.min_face,
+                            probabilities=args.probs)
+    seqs = label_videos(args.videos, args.out, classifier=load_emotion_cnn(args.weights), config=config,
+                        progress=not args.quiet)
+    for seq in seqs:
+        found = [e for e in seq.emotions if e is not None]
+        common = max(set(found), key=found.count)
+        print(f"{seq.source}: {len(seq.emotions)} frames, {len(seq.emotions) - len(found)} without a face, "
+              f"mostly {EMOTIONS[common]}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_directions(args: argparse.Namespace) -> int:
+    from .pipeline.directions import (labels_from_csv, labels_from_folders, labels_from_sequences,
+                                      learn_directions)
+    from .pipeline.latents_io import read_latents
+
+    data = read_latents(args.latents)
+    if args.labels == "folders":
+        labels = labels_from_folders(data["source"])
+    elif args.labels.endswith((".jsonl", ".json")):
+        labels = labels_from_sequences(args.labels, data["frame_index"], data["source"])
+    else:
+        labels = labels_from_csv(args.labels, data["frame_index"], data["source"])
+    ws = data["ws"]
+    if args.space == "z":
+        if "z" not in data:
+            raise ConfigError(f"{args.latents}: has no 'z' latents; use --space w or w+")
+        latents = data["z"]
+    else:
+        latents = ws[:, 0] if args.space == "w" else ws
+    dirs = learn_directions(latents, labels, space=args.space, emotions=_emotion_list(args.emotions),
+                            test_size=args.test_size, seed=args.seed)
+    dirs.save(args.out)
+    for e, acc, bacc, n in zip(dirs.emotions, dirs.accuracy, dirs.balanced_accuracy, dirs.counts):
+        print(f"{e:9s} {n:6d} samples  held-out accuracy {acc:.3f}  balanced {bacc:.3f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_train_lstm(args: argparse.Namespace) -> int:
+    from .models.emotion_lstm import LSTMConfig
+    from .pipeline.labeling import read_sequences
+    from .pipeline.sequence import TrainConfig, runs_from_sequences, save_lstm, train_lstm
+
+    runs = runs_from_sequences(read_sequences(args.sequences))
+    model, report = train_lstm(runs, model_config=LSTMConfig(hidden=args.hidden, layers=args.layers),
+                               config=TrainConfig(epochs=args.epochs, window=args.window, lr=args.lr, seed=args.seed),
+                               progress=not args.quiet)
+    save_lstm(model, args.out, report)
+    print(f"held-out next-step ({report['held_out_runs']} runs, {report['lstm']['transitions']} transitions):")
+    for name in ("lstm", "markov", "uniform"):
+        r = report[name]
+        print(f"  {name:8s} accuracy {r['accuracy']:.3f}  perplexity {r['perplexity']:.3f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_predict_emotions(args: argparse.Namespace) -> int:
+    from .models.emotion_cnn import EMOTIONS
+    from .pipeline.directions import emotion_id
+    from .pipeline.sequence import load_lstm, sample_emotions
+
+    prime = [emotion_id(p, where="--prime") for p in args.prime.split(",")]
+    seq = sample_emotions(load_lstm(args.lstm), prime, args.length, temperature=args.temperature, seed=args.seed)
+    print(json.dumps({"emotions": seq, "names": [EMOTIONS[i] for i in seq]}))
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from .generate import render
+    from .imaging import make_grid, save_png
+    from .models.stylegan2 import z_from_seed
+    from .pipeline.directions import Directions
+    from .pipeline.keyframes import apply_direction
+
+    G = _load(args.ckpt, args.device)
+    dirs = Directions.load(args.directions)
+    try:
+        coeffs = [float(c) for c in args.coeffs.split(",")]
+    except ValueError as exc:
+        raise ConfigError(f"--coeffs {args.coeffs!r}: expected comma-separated numbers") from exc
+    z = z_from_seed(args.seed, G.z_dim).to(G.mapping.w_avg.device)
+    ws = apply_direction(G, z, dirs[args.emotion], dirs.space, coeffs, truncation_psi=args.trunc)
+    frames = render(G, ws, batch_size=len(coeffs), progress=False)
+    save_png(args.out, make_grid(frames, cols=len(coeffs)))
+    print(f"wrote {args.out}: seed {args.seed}, {args.emotion} x {coeffs} in {dirs.space}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stylemotion", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"stylemotion {__version__}")
@@ -172,10 +278,79 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--device", default="auto")
     emb.add_argument("--quiet", action="store_true")
     emb.set_defaults(func=cmd_embed)
+
+    lab = sub.add_parser("label", help="label the faces in videos with emotions -> JSON lines")
+    lab.add_argument("videos", nargs="+", help="video files or folders of frames")
+    lab.add_argument("--out", required=True, help="sequences .jsonl")
+    lab.add_argument("--fps", type=float, default=5.0, help="label at this frame rate (default 5)")
+    lab.add_argument("--every", type=int, default=1)
+    lab.add_argument("--smooth", type=int, default=5, help="majority window in labelled frames (1: off)")
+    lab.add_argument("--min-face", type=int, default=32, help="smallest face side in pixels")
+    lab.add_argument("--probs", action="store_true", help="also write per-frame probabilities")
+    lab.add_argument("--weights", default=None, help="emotion classifier HDF5 (default: fer's bundled file)")
+    lab.add_argument("--quiet", action="store_true")
+    lab.set_defaults(func=cmd_label)
+
+    dirs = sub.add_parser("directions", help="learn one latent direction per emotion")
+    dirs.add_argument("--latents", required=True, help="latents .npz from `stylemotion embed`")
+    dirs.add_argument("--labels", required=True,
+                      help="CSV frame_index,emotion[,source]; the labeler's .jsonl; or 'folders' (parent folder names)")
+    dirs.add_argument("--space", choices=["z", "w", "w+"], default="w")
+    dirs.add_argument("--emotions", default=None, help="comma-separated names or ids (default: all labelled)")
+    dirs.add_argument("--test-size", type=float, default=0.25, help="held-out fraction (default 0.25)")
+    dirs.add_argument("--seed", type=int, default=0)
+    dirs.add_argument("--out", required=True)
+    dirs.set_defaults(func=cmd_directions)
+
+    tl = sub.add_parser("train-lstm", help="train the 4-layer emotion LSTM on labelled sequences")
+    tl.add_argument("sequences", help="sequences .jsonl from `stylemotion label`")
+    tl.add_argument("--out", required=True, help="lstm .safetensors")
+    tl.add_argument("--epochs", type=int, default=20)
+    tl.add_argument("--window", type=int, default=32)
+    tl.add_argument("--lr", type=float, default=3e-3)
+    tl.add_argument("--hidden", type=int, default=64)
+    tl.add_argument("--layers", type=int, default=4)
+    tl.add_argument("--seed", type=int, default=0)
+    tl.add_argument("--quiet", action="store_true")
+    tl.set_defaults(func=cmd_train_lstm)
+
+    pe = sub.add_parser("predict-emotions", help="sample an emotion sequence from the LSTM")
+    pe.add_argument("--lstm", required=True)
+    pe.add_argument("--prime", required=True, help="comma-separated ids or names to start from, e.g. 3,3,6")
+    pe.add_argument("--length", type=int, default=40)
+    pe.add_argument("--temperature", type=float, default=0.8)
+    pe.add_argument("--seed", type=int, default=0)
+    pe.set_defaults(func=cmd_predict_emotions)
+
+    ed = sub.add_parser("edit", help="a strip of one identity moved along an emotion direction")
+    ed.add_argument("ckpt")
+    ed.add_argument("--directions", required=True)
+    ed.add_argument("--emotion", required=True)
+    ed.add_argument("--seed", type=int, default=0)
+    ed.add_argument("--coeffs", default="-5,-3,0,3,5")
+    ed.add_argument("--trunc", type=float, default=0.7)
+    ed.add_argument("--out", default="out/strip.png")
+    ed.add_argument("--device", default="auto")
+    ed.set_defaults(func=cmd_edit)
     return p
 
 
+def _join_negative_lists(argv: list[str]) -> list[str]:
+    """``--coeffs -5,-3,0,3,5`` -> ``--coeffs=-5,-3,0,3,5`` (argparse would read ``-5,...`` as an option)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--coeffs" and i + 1 < len(argv) and re.fullmatch(r"-?[\d.]+(,-?[\d.]+)*", argv[i + 1]):
+            out.append(f"--coeffs={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = _join_negative_lists(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

