@@ -148,7 +148,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_directions(args: argparse.Namespace) -> int:
-    from .pipeline.directions import (labels_from_csv, labels_from_folders, labels_from_sequences,
+    from .pipeline.directions import (condition, labels_from_csv, labels_from_folders, labels_from_sequences,
                                       learn_directions)
     from .pipeline.latents_io import read_latents
 
@@ -168,6 +168,11 @@ def cmd_directions(args: argparse.Namespace) -> int:
         latents = ws[:, 0] if args.space == "w" else ws
     dirs = learn_directions(latents, labels, space=args.space, emotions=_emotion_list(args.emotions),
                             test_size=args.test_size, seed=args.seed)
+    for pair in args.condition or []:
+        primary, _, against = pair.partition(":")
+        conditioned = condition(dirs, primary, against)  # ConfigError names an emotion the file lacks
+        dirs.directions[dirs.emotions.index(primary)] = conditioned
+        print(f"{primary} conditioned on {against}: its component along {against} removed")
     dirs.save(args.out)
     for e, acc, bacc, n in zip(dirs.emotions, dirs.accuracy, dirs.balanced_accuracy, dirs.counts):
         print(f"{e:9s} {n:6d} samples  held-out accuracy {acc:.3f}  balanced {bacc:.3f}")
@@ -298,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     dirs.add_argument("--space", choices=["z", "w", "w+"], default="w")
     dirs.add_argument("--emotions", default=None, help="comma-separated names or ids (default: all labelled)")
     dirs.add_argument("--test-size", type=float, default=0.25, help="held-out fraction (default 0.25)")
+    dirs.add_argument("--condition", action="append", metavar="EMOTION:OTHER",
+                      help="replace EMOTION's direction by its part orthogonal to OTHER's (repeatable)")
     dirs.add_argument("--seed", type=int, default=0)
     dirs.add_argument("--out", required=True)
     dirs.set_defaults(func=cmd_directions)

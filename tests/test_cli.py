@@ -131,9 +131,13 @@ def test_directions_edit_train_and_predict_commands(tmp_path, capsys):
     (tmp_path / "labels.csv").write_text("frame_index,emotion\n" + "".join(f"{i},{names[int(e)]}\n"
                                                                          for i, e in enumerate(labels)))
     assert main(["directions", "--latents", str(tmp_path / "lat.npz"), "--labels", str(tmp_path / "labels.csv"),
-                 "--space", "w", "--out", str(tmp_path / "d.npz")]) == 0
+                 "--space", "w", "--condition", "happy:sad", "--out", str(tmp_path / "d.npz")]) == 0
     out = capsys.readouterr().out
-    assert "happy" in out and "held-out accuracy" in out
+    assert "happy" in out and "held-out accuracy" in out and "happy conditioned on sad" in out
+    from stylemotion.pipeline.directions import Directions
+
+    saved = Directions.load(tmp_path / "d.npz")
+    assert abs(float(saved["happy"] @ saved["sad"])) < 1e-5
     assert main(["edit", str(ckpt), "--directions", str(tmp_path / "d.npz"), "--emotion", "happy", "--seed", "7",
                  "--coeffs", "-2,0,2", "--out", str(tmp_path / "strip.png")]) == 0
     strip = np.asarray(Image.open(tmp_path / "strip.png"))

@@ -96,11 +96,13 @@ class EmotionSequence:
 
 
 def label_frames(frames: Iterable[Frame], classifier: EmotionCNN, detector: FaceDetector, *, source: str,
-                 fps: float | None, config: LabelingConfig) -> EmotionSequence:
+                 fps: float | None, config: LabelingConfig, progress: bool = False) -> EmotionSequence:
     """Classify the largest face of each frame (batched), then smooth."""
+    from tqdm.auto import tqdm
+
     indices: list[int] = []
     faces: list[np.ndarray | None] = []
-    for frame in frames:
+    for frame in tqdm(frames, desc=Path(source).name, unit="frame", leave=False, disable=not progress):
         indices.append(frame.index)
         faces.append(detector.largest_face(frame.rgb))
     probs: list[np.ndarray | None] = [None] * len(faces)
@@ -128,7 +130,8 @@ def label_videos(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     sequences = []
     for path in tqdm(list(paths), desc="label", unit="video", disable=not progress):
         frames = iter_frames(path, every=config.every, fps=config.fps)
-        seq = label_frames(frames, classifier, detector, source=str(path), fps=config.fps, config=config)
+        seq = label_frames(frames, classifier, detector, source=str(path), fps=config.fps, config=config,
+                           progress=progress)
         if not seq.emotions:
             raise InputError(f"{path}: no frames to label")
         if all(e is None for e in seq.emotions):
