@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..atomic import atomic_path
+from ..checkpoints.native import read_safetensors, write_safetensors
 from ..errors import CheckpointError, ConfigError, InputError
 from ..models.emotion_cnn import EMOTIONS
 from ..models.emotion_lstm import EmotionLSTM, LSTMConfig
@@ -154,31 +154,20 @@ def train_lstm(runs: list[list[int]], *, model_config: LSTMConfig = LSTMConfig()
 
 
 def save_lstm(model: EmotionLSTM, path: str | os.PathLike, report: dict | None = None) -> Path:
-    from safetensors.torch import save_file
-
     meta = {"format": FORMAT_NAME, "config": json.dumps(model.config.to_dict()), "report": json.dumps(report or {})}
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
-    return Path(path)
+    return write_safetensors(path, model.state_dict(), meta)
 
 
 def load_lstm(path: str | os.PathLike) -> EmotionLSTM:
-    from safetensors import safe_open
-
     where = str(path)
-    try:
-        with safe_open(where, framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types for missing or corrupt files
-        raise CheckpointError(f"{where}: cannot read the LSTM file ({type(exc).__name__}: {exc})") from exc
+    tensors, meta = read_safetensors(path)
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{where}: not an emotion LSTM (format {meta.get('format')!r})")
-    model = EmotionLSTM(LSTMConfig(**json.loads(meta["config"])))
     try:
+        model = EmotionLSTM(LSTMConfig(**json.loads(meta["config"])))
         model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{where}: weights do not match the stored config ({exc})") from exc
+    except (KeyError, TypeError, ValueError, RuntimeError, ConfigError) as exc:
+        raise CheckpointError(f"{where}: config or weights are not a valid emotion LSTM ({exc})") from exc
     return model.eval()
 
 
