@@ -74,7 +74,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seeds = parse_seeds(args.seeds)
         ws = ws_from_seeds(G, seeds, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff)
         labels = [f"seed{s:04d}" for s in seeds]
-    batch = args.batch or (8 if G.mapping.w_avg.device.type == "cuda" else 1)
+    batch = args.batch if args.batch is not None else (8 if G.mapping.w_avg.device.type == "cuda" else 1)
     frames = render(G, ws, batch_size=batch, noise_mode=args.noise_mode, progress=not args.quiet)
     save_png(args.out, make_grid(frames, cols=args.cols))
     if not args.grid_only:
@@ -96,7 +96,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
                              optimize_noise=args.optimize_noise, stop_loss=args.stop_loss,
                              plateau_patience=args.plateau, amp=args.amp, seed=args.seed).validate()
     G = _load(args.ckpt, args.device)
-    batch = args.batch or (8 if G.mapping.w_avg.device.type == "cuda" and not args.optimize_noise else 1)
+    batch = args.batch if args.batch is not None else (
+        8 if G.mapping.w_avg.device.type == "cuda" and not args.optimize_noise else 1)
     if args.optimize_noise and batch != 1:
         raise ConfigError("--optimize-noise optimises the generator's shared noise maps: use --batch 1")
     perceptual = None
@@ -134,7 +135,8 @@ def cmd_label(args: argparse.Namespace) -> int:
     from .models.emotion_cnn import EMOTIONS
     from .pipeline.labeling import LabelingConfig, label_videos
 
-    config = LabelingConfig(fps=args.fps, every=args.every, smooth=args.smooth, min_face=args.min_face,
+    fps = args.fps if args.fps is not None else (None if args.every > 1 else 5.0)
+    config = LabelingConfig(fps=fps, every=args.every, smooth=args.smooth, min_face=args.min_face,
                             probabilities=args.probs)
     seqs = label_videos(args.videos, args.out, classifier=load_emotion_cnn(args.weights), config=config,
                         progress=not args.quiet)
@@ -150,6 +152,8 @@ def cmd_label(args: argparse.Namespace) -> int:
 def cmd_directions(args: argparse.Namespace) -> int:
     from .pipeline.directions import (condition, labels_from_csv, labels_from_folders, labels_from_sequences,
                                       learn_directions)
+    import numpy as np
+
     from .pipeline.latents_io import read_latents
 
     data = read_latents(args.latents)
@@ -164,12 +168,21 @@ def cmd_directions(args: argparse.Namespace) -> int:
         if "z" not in data:
             raise ConfigError(f"{args.latents}: has no 'z' latents; use --space w or w+")
         latents = data["z"]
+    elif args.space == "w":
+        if not np.allclose(ws, ws[:, :1]):
+            raise ConfigError(f"{args.latents}: holds W+ latents (rows differ); use --space w+")
+        latents = ws[:, 0]
     else:
-        latents = ws[:, 0] if args.space == "w" else ws
+        latents = ws
     dirs = learn_directions(latents, labels, space=args.space, emotions=_emotion_list(args.emotions),
                             test_size=args.test_size, seed=args.seed)
     for pair in args.condition or []:
-        primary, _, against = pair.partition(":")
+        from .models.emotion_cnn import EMOTIONS
+        from .pipeline.directions import emotion_id
+
+        if ":" not in pair:
+            raise ConfigError(f"--condition {pair!r}: expected EMOTION:OTHER, e.g. happy:sad")
+        primary, against = (EMOTIONS[emotion_id(p, where="--condition")] for p in pair.split(":", 1))
         conditioned = condition(dirs, primary, against)  # ConfigError names an emotion the file lacks
         dirs.directions[dirs.emotions.index(primary)] = conditioned
         print(f"{primary} conditioned on {against}: its component along {against} removed")
@@ -287,9 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("label", help="label the faces in videos with emotions -> JSON lines")
     lab.add_argument("videos", nargs="+", help="video files or folders of frames")
     lab.add_argument("--out", required=True, help="sequences .jsonl")
-    lab.add_argument("--fps", type=float, default=5.0, help="label at this frame rate (default 5)")
-    lab.add_argument("--every", type=int, default=1)
-    lab.add_argument("--smooth", type=int, default=5, help="majority window in labelled frames (1: off)")
+    lab.add_argument("--fps", type=float, default=None, help="label at this frame rate (default 5, unless --every)")
+    lab.add_argument("--every", type=int, default=1, help="label every Nth frame instead of resampling to --fps")
+    lab.add_argument("--smooth", type=int, default=5, help="odd majority window in labelled frames (1: off)")
     lab.add_argument("--min-face", type=int, default=32, help="smallest face side in pixels")
     lab.add_argument("--probs", action="store_true", help="also write per-frame probabilities")
     lab.add_argument("--weights", default=None, help="emotion classifier HDF5 (default: fer's bundled file)")

@@ -66,7 +66,10 @@ def _weights(group: Any, layer: str, where: str) -> dict[str, np.ndarray]:
     out = {}
     for name in names:
         short = name.split("/")[-1].split(":")[0]  # 'separable_conv2d_1_1/depthwise_kernel:0' -> depthwise_kernel
-        out[short] = np.asarray(g[name], dtype=np.float32)
+        try:
+            out[short] = np.asarray(g[name], dtype=np.float32)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{where}: layer {layer!r} lists weight {name!r} but it cannot be read") from exc
     return out
 
 
@@ -100,7 +103,10 @@ def load_emotion_cnn(path: str | os.PathLike | None = None) -> EmotionCNN:
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{where}: not a Keras model file (no readable model_config)") from exc
         expected = _template()
-        got = [_describe(layer) for layer in layers]
+        try:
+            got = [_describe(layer) for layer in layers]
+        except (AttributeError, TypeError, IndexError, KeyError) as exc:
+            raise CheckpointError(f"{where}: malformed layer config in model_config ({exc})") from exc
         if len(got) != len(expected):
             raise CheckpointError(f"{where}: {len(got)} layers, the mini-Xception emotion classifier has {len(expected)}")
         for i, (g, e) in enumerate(zip(got, expected)):

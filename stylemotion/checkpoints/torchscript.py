@@ -8,6 +8,7 @@ attribute path (``features.0.weight``). Any other global in the pickle is refuse
 from __future__ import annotations
 
 import collections
+import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -37,7 +38,17 @@ class ScriptObject:
 def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     if not isinstance(storage, torch.Tensor):
         raise UnsafeCheckpointError("tensor rebuilt from something that is not a storage")
-    return storage.as_strided(tuple(size), tuple(stride), int(offset)).clone()
+    size, stride, offset = tuple(int(v) for v in size), tuple(int(v) for v in stride), int(offset)
+    if len(size) != len(stride) or min(size + stride + (offset,), default=0) < 0:
+        raise CheckpointError(f"tensor view size {size} / stride {stride} / offset {offset} is invalid")
+    numel = math.prod(size)
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride)) if numel else offset
+    # A weight never holds more elements than its storage; refusing that also stops a tiny file from
+    # expanding into a huge clone through stride-0 views.
+    if numel > storage.numel() or (numel and last >= storage.numel()):
+        raise CheckpointError(f"tensor view of {numel} elements (last index {last}) does not fit its storage "
+                              f"of {storage.numel()}")
+    return storage.as_strided(size, stride, offset).clone()
 
 
 def _identity_list(values):
@@ -111,24 +122,39 @@ def read_torchscript_tensors(path: str | Path) -> "collections.OrderedDict[str, 
                 raise CheckpointError(f"{where}: expected one data.pkl in the TorchScript archive, found {len(pkl)}")
             prefix = pkl[0][: -len("/data.pkl")]
             root = _ScriptUnpickler(zf.read(pkl[0]), zf, prefix, where).load()
-    except (CheckpointError, UnsafeCheckpointError):
-        raise
+    except UnsafeCheckpointError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise UnsafeCheckpointError(f"{where}: {exc}") from None
+    except CheckpointError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise CheckpointError(f"{where}: {exc}") from None
     except Exception as exc:
         raise CheckpointError(f"{where}: cannot read the TorchScript archive ({type(exc).__name__}: {exc}); "
                               "is it truncated or corrupt?") from exc
+    return _collect(root, where)
+
+
+def _collect(root: Any, where: str) -> "collections.OrderedDict[str, torch.Tensor]":
+    """Tensors by dotted path, depth first in stored order; iterative, and refusing cycles."""
     out: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
-    _collect(root, "", out)
+    stack: list[tuple[Any, str, frozenset]] = [(root, "", frozenset())]
+    while stack:
+        obj, prefix, seen = stack.pop()
+        if isinstance(obj, torch.Tensor):
+            out[prefix.rstrip(".")] = obj
+            continue
+        if isinstance(obj, ScriptObject):
+            obj = getattr(obj, "state", {})
+        if isinstance(obj, dict):
+            items = [(f"{prefix}{k}.", v) for k, v in obj.items()]
+        elif isinstance(obj, (list, tuple)):
+            items = [(f"{prefix}{i}.", v) for i, v in enumerate(obj)]
+        else:
+            continue
+        if id(obj) in seen:
+            raise CheckpointError(f"{where}: the archive's data contains itself at {prefix.rstrip('.') or 'the root'}")
+        inner = seen | {id(obj)}
+        stack.extend((v, p, inner) for p, v in reversed(items))
     return out
-
-
-def _collect(obj: Any, prefix: str, out: dict) -> None:
-    if isinstance(obj, torch.Tensor):
-        out[prefix.rstrip(".")] = obj
-    elif isinstance(obj, ScriptObject):
-        _collect(getattr(obj, "state", {}), prefix, out)
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            _collect(value, f"{prefix}{key}.", out)
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            _collect(value, f"{prefix}{i}.", out)

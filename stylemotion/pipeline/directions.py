@@ -71,23 +71,38 @@ def emotion_id(value: str | int, *, where: str) -> int:
     raise InputError(f"{where}: unknown emotion {value!r} (use 0..{len(EMOTIONS) - 1} or {', '.join(EMOTIONS)})")
 
 
+def same_source(path: str) -> str:
+    """The form in which sources are compared: an absolute, normalised path (``./a.mp4`` == ``a.mp4``)."""
+    return os.path.normpath(os.path.abspath(str(path)))
+
+
 def labels_from_csv(path: str | os.PathLike, frame_index: np.ndarray, source: np.ndarray | None = None) -> np.ndarray:
     """Per-latent labels from a CSV ``frame_index,emotion`` (optional ``source`` column). Latents without a
-    label get -1; a label for a frame that has no latent is an error (nothing silently dropped)."""
+    label get -1; a label for a frame that has no latent is an error (nothing silently dropped), and so is a
+    CSV without ``source`` for latents of several sources (its frame numbers would be ambiguous)."""
     where = str(path)
-    with open(where, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(where, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{where}: cannot read the labels CSV ({exc})") from exc
     if not rows or "frame_index" not in rows[0] or "emotion" not in rows[0]:
         raise InputError(f"{where}: expected a header 'frame_index,emotion' (and optionally 'source')")
+    sources = [""] * len(frame_index) if source is None else [same_source(s) for s in source]
     keyed = source is not None and "source" in rows[0]
-    index = {((str(s) if keyed else ""), int(i)): n for n, (i, s) in
-             enumerate(zip(frame_index, source if source is not None else [""] * len(frame_index)))}
+    if not keyed and len(set(sources)) > 1:
+        raise InputError(f"{where}: the latents come from {len(set(sources))} sources; add a 'source' column")
+    index = {((src if keyed else ""), int(i)): n for n, (i, src) in enumerate(zip(frame_index, sources))}
     labels = np.full(len(frame_index), -1, dtype=np.int64)
     for line, row in enumerate(rows, 2):
-        key = (row["source"] if keyed else "", int(row["frame_index"]))
-        if key not in index:
-            raise InputError(f"{where}:{line}: frame {key[1]}{' of ' + key[0] if keyed else ''} has no latent")
-        labels[index[key]] = emotion_id(row["emotion"], where=f"{where}:{line}")
+        try:
+            frame = int(row["frame_index"])
+            src = same_source(row["source"]) if keyed else ""
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{where}:{line}: bad row {row} ({exc})") from exc
+        if (src, frame) not in index:
+            raise InputError(f"{where}:{line}: frame {frame}{' of ' + row['source'] if keyed else ''} has no latent")
+        labels[index[(src, frame)]] = emotion_id(row["emotion"], where=f"{where}:{line}")
     return labels
 
 
@@ -97,14 +112,28 @@ def labels_from_folders(source: np.ndarray) -> np.ndarray:
 
 
 def labels_from_sequences(path: str | os.PathLike, frame_index: np.ndarray, source: np.ndarray) -> np.ndarray:
-    """Labels from the labeler's JSON lines, matched on (source, frame_index); faceless frames stay -1."""
+    """Labels from the labeler's JSON lines, matched on (source, frame index); faceless frames stay -1.
+
+    A video's latents match its sequence by path; the latents of a folder of images (one source per image)
+    match the folder's sequence by the image's position in the sorted folder, as both stages number them.
+    """
     from .labeling import read_sequences
 
+    seqs = read_sequences(path)
     lookup = {}
-    for seq in read_sequences(path):
+    for seq in seqs:
         for i, e in zip(seq.frame_index, seq.emotions):
-            lookup[(seq.source, int(i))] = -1 if e is None else int(e)
-    return np.array([lookup.get((str(s), int(i)), -1) for s, i in zip(source, frame_index)], dtype=np.int64)
+            lookup[(same_source(seq.source), int(i))] = -1 if e is None else int(e)
+    labels = []
+    for s, i in zip(source, frame_index):
+        src = same_source(s)
+        key = (src, int(i)) if (src, int(i)) in lookup else (os.path.dirname(src), int(i))
+        labels.append(lookup.get(key, -1))
+    out = np.array(labels, dtype=np.int64)
+    if len(out) and (out < 0).all():
+        raise InputError(f"{path}: no latent matched a labelled frame (sources labelled: "
+                         f"{sorted({q.source for q in seqs})[:3]}; sources embedded: {sorted(set(map(str, source)))[:3]})")
+    return out
 
 
 def learn_directions(latents: np.ndarray, labels: np.ndarray, *, space: str = "w",
@@ -125,7 +154,11 @@ def learn_directions(latents: np.ndarray, labels: np.ndarray, *, space: str = "w
     labels = np.asarray(labels)
     if len(latents) != len(labels):
         raise InputError(f"{len(latents)} latents but {len(labels)} labels")
+    if not 0 < test_size < 1:
+        raise ConfigError(f"test_size must be in (0, 1), got {test_size}")
     keep = labels >= 0
+    if not keep.any():
+        raise InputError("no labelled latents: every label is -1 (unlabelled or faceless)")
     x, y = latents[keep].reshape(int(keep.sum()), -1), labels[keep]
     present = [EMOTIONS[i] for i in sorted(set(y.tolist()))]
     wanted = list(emotions) if emotions is not None else present

@@ -154,6 +154,8 @@ class Projector:
         res = G.img_resolution
         assert_shape("targets", targets, [None, G.img_channels, res, res])
         n = targets.shape[0]
+        if steps is not None and steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {steps}")
         steps = steps or cfg.steps
         noise_factor = cfg.initial_noise_factor if noise_factor is None else noise_factor
         targets = targets.to(self.device, torch.float32)

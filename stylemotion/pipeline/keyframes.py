@@ -15,7 +15,8 @@ def apply_direction(G: Generator, z: torch.Tensor, direction: np.ndarray, space:
     """``ws [len(coeffs), num_ws, w_dim]`` for identity ``z [1, z_dim]`` moved along ``direction``.
 
     ``space``: ``'z'`` (added to z, then mapped), ``'w'`` (added to every ws row) or ``'w+'`` (a
-    ``[num_ws, w_dim]`` direction added row by row). Truncation applies to the identity before the edit.
+    ``[num_ws, w_dim]`` direction added row by row). In W and W+ truncation applies to the identity before the
+    edit; in Z the edited z is mapped and truncated as a whole (truncation acts in W).
     """
     d = torch.as_tensor(np.asarray(direction, dtype=np.float32), device=z.device)
     expected = {"z": (G.z_dim,), "w": (G.w_dim,), "w+": (G.num_ws, G.w_dim)}

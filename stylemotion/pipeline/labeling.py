@@ -20,7 +20,7 @@ from .._optional import require
 from ..atomic import atomic_path
 from ..errors import ConfigError, InputError
 from ..models.emotion_cnn import EMOTIONS, INPUT_SIZE, EmotionCNN, faces_to_input
-from .video_io import Frame, iter_frames
+from .video_io import VIDEO_SUFFIXES, Frame, iter_frames
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,10 @@ class LabelingConfig:
     probabilities: bool = False
 
     def validate(self) -> "LabelingConfig":
-        if self.smooth < 1:
-            raise ConfigError(f"smooth must be >= 1, got {self.smooth}")
+        if self.smooth < 1 or self.smooth % 2 == 0:
+            raise ConfigError(f"smooth must be an odd window >= 1 (centred on the frame), got {self.smooth}")
+        if self.every > 1 and self.fps is not None:
+            raise ConfigError("give either fps or every, not both")
         if self.min_face < 8:
             raise ConfigError(f"min_face must be >= 8 pixels, got {self.min_face}")
         return self
@@ -129,9 +131,10 @@ def label_videos(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     detector = FaceDetector(config.min_face)
     sequences = []
     for path in tqdm(list(paths), desc="label", unit="video", disable=not progress):
-        frames = iter_frames(path, every=config.every, fps=config.fps)
-        seq = label_frames(frames, classifier, detector, source=str(path), fps=config.fps, config=config,
-                           progress=progress)
+        is_video = Path(path).suffix.lower() in VIDEO_SUFFIXES
+        frames = iter_frames(path, every=config.every, fps=config.fps if is_video else None)
+        seq = label_frames(frames, classifier, detector, source=os.path.normpath(str(path)),
+                           fps=config.fps if is_video else None, config=config, progress=progress)
         if not seq.emotions:
             raise InputError(f"{path}: no frames to label")
         if all(e is None for e in seq.emotions):
@@ -159,13 +162,19 @@ def read_sequences(path: str | os.PathLike) -> list[EmotionSequence]:
             emotions = data["emotions"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise InputError(f"{where}:{n}: not an emotion sequence ({exc})") from exc
-        bad = [e for e in emotions if e is not None and (not isinstance(e, int) or not 0 <= e < len(EMOTIONS))]
+        if not isinstance(emotions, list):
+            raise InputError(f"{where}:{n}: 'emotions' must be a list of ids, got {type(emotions).__name__}")
+        bad = [e for e in emotions if e is not None and (isinstance(e, bool) or not isinstance(e, int)
+                                                         or not 0 <= e < len(EMOTIONS))]
         if bad:
             raise InputError(f"{where}:{n}: unknown emotion ids {sorted(set(map(str, bad)))} "
                              f"(ids are 0..{len(EMOTIONS) - 1}: {', '.join(EMOTIONS)})")
-        out.append(EmotionSequence(str(data.get("source", f"line{n}")), data.get("fps"),
-                                   list(data.get("frame_index", range(len(emotions)))), list(emotions),
-                                   data.get("probabilities")))
+        frame_index = data.get("frame_index", list(range(len(emotions))))
+        if (not isinstance(frame_index, list) or len(frame_index) != len(emotions)
+                or not all(isinstance(i, int) and not isinstance(i, bool) for i in frame_index)):
+            raise InputError(f"{where}:{n}: 'frame_index' must be {len(emotions)} integers, one per emotion")
+        out.append(EmotionSequence(str(data.get("source", f"line{n}")), data.get("fps"), frame_index,
+                                   list(emotions), data.get("probabilities")))
     if not out:
         raise InputError(f"{where}: no sequences")
     return out

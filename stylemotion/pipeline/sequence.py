@@ -180,8 +180,8 @@ def sample_emotions(model: EmotionLSTM, prime: Sequence[int], length: int, *, te
     bad = [p for p in prime if not 0 <= int(p) < model.config.num_emotions]
     if bad:
         raise ConfigError(f"prime holds unknown emotion ids {bad}")
-    if temperature < 0:
-        raise ConfigError(f"temperature must be >= 0, got {temperature}")
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature}")
     gen = torch.Generator().manual_seed(seed)
     model.eval()
     out = [int(p) for p in prime]

@@ -97,6 +97,8 @@ def iter_frames(path: str | os.PathLike, *, every: int = 1, fps: float | None = 
         raise ConfigError(f"every must be >= 1, got {every}")
     if fps is not None and not (fps > 0 and math.isfinite(fps)):
         raise ConfigError(f"fps must be a positive number, got {fps}")
+    if fps is not None and every > 1:
+        raise ConfigError("give either fps or every, not both")
     p = Path(path)
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)

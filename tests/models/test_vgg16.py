@@ -126,3 +126,35 @@ def test_lpips_distance_by_hand():
     assert CONV_INDEX["conv5_3"] == 28
     with pytest.raises(ConfigError, match="lpips_weights"):
         PerceptualDistance(vgg, "lpips", weights[:4])
+
+
+def _archive_with_data(tmp_path, name: str, data_pkl: bytes, storages: dict[str, bytes] | None = None):
+    """A TorchScript-shaped zip (code/ folder, data.pkl, data/<key>) holding hand-made pickle bytes."""
+    path = tmp_path / name
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("a/code/__torch__.py", "# never read\n")
+        zf.writestr("a/data.pkl", data_pkl)
+        for key, raw in (storages or {}).items():
+            zf.writestr(f"a/data/{key}", raw)
+    return path
+
+
+def test_torchscript_reader_refuses_tampering_cycles_and_oversized_views(tmp_path):
+    import pickle
+
+    defaults = torch._utils._rebuild_tensor_v2.__defaults__
+    body = pickle.dumps((None, {"__defaults__": ({"neg": True},)}), protocol=2)[2:-1]
+    tamper = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n" + body + b"b."
+    with pytest.raises(UnsafeCheckpointError, match=r"tamper\.pt: .*_rebuild_tensor"):
+        read_torchscript_tensors(_archive_with_data(tmp_path, "tamper.pt", tamper))
+    assert torch._utils._rebuild_tensor_v2.__defaults__ == defaults
+    # a list that contains itself: ] (empty list), memo 0, get 0, append, stop
+    cycle = b"\x80\x02]q\x00h\x00a."
+    with pytest.raises(CheckpointError, match=r"cycle\.pt: .*contains itself"):
+        read_torchscript_tensors(_archive_with_data(tmp_path, "cycle.pt", cycle))
+    # one stored float viewed as 1000x1000 through stride 0
+    view = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\n"
+            b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x01tQK\x00M\xe8\x03M\xe8\x03\x86K\x00K\x00\x86\x89"
+            b"ccollections\nOrderedDict\n)RtR.")
+    with pytest.raises(CheckpointError, match=r"view\.pt: tensor view of 1000000 elements"):
+        read_torchscript_tensors(_archive_with_data(tmp_path, "view.pt", view, {"0": b"\x00\x00\x80\x3f"}))

@@ -11,19 +11,23 @@ from stylemotion.pipeline.directions import (Directions, condition, labels_from_
                                              labels_from_sequences, learn_directions)
 
 
-def planted(n=1200, shape=(4, 8), seed=0):
-    """Latents with a known linear labelling rule: happy where x.d_happy > 1, sad where x.d_sad > 1 (the larger
-    wins), otherwise neutral; d_happy and d_sad are orthonormal."""
+def planted(n=1200, shape=(4, 8), seed=0, anisotropic=True):
+    """Latents with a known linear labelling rule: happy where u.a_happy > 1, sad where u.a_sad > 1 (the larger
+    wins), otherwise neutral, for u ~ N(0, I) and orthonormal a. The latents are x = u * scale with per-feature
+    scales from 0.2 to 5 (as W's are), so the true boundary normal in latent space is a / scale."""
     rng = np.random.default_rng(seed)
     d = int(np.prod(shape))
     q, _ = np.linalg.qr(rng.normal(size=(d, 2)))
-    d_happy, d_sad = q[:, 0], q[:, 1]
-    x = rng.normal(size=(n, d))
-    sh, ss = x @ d_happy, x @ d_sad
+    u = rng.normal(size=(n, d))
+    sh, ss = u @ q[:, 0], u @ q[:, 1]
     labels = np.full(n, 6)
     labels[(sh > 1) & (sh >= ss)] = 3
     labels[(ss > 1) & (ss > sh)] = 4
-    return x.reshape((n,) + shape), labels, d_happy.reshape(shape), d_sad.reshape(shape)
+    scale = np.logspace(np.log10(0.2), np.log10(5), d) if anisotropic else np.ones(d)
+    rng.shuffle(scale)
+    d_happy, d_sad = q[:, 0] / scale, q[:, 1] / scale
+    d_happy, d_sad = d_happy / np.linalg.norm(d_happy), d_sad / np.linalg.norm(d_sad)
+    return (u * scale).reshape((n,) + shape), labels, d_happy.reshape(shape), d_sad.reshape(shape)
 
 
 def test_recovers_planted_directions_with_held_out_accuracy(tmp_path):
@@ -62,3 +66,41 @@ def test_label_sources(tmp_path):
     (tmp_path / "s.jsonl").write_text(json.dumps({"source": "v.mp4", "fps": 5, "emotions": [3, None, 0],
                                                   "frame_index": [0, 5, 10]}) + "\n")
     assert list(labels_from_sequences(tmp_path / "s.jsonl", frame_index, np.array(["v.mp4"] * 3))) == [3, -1, 0]
+    assert list(labels_from_sequences(tmp_path / "s.jsonl", frame_index, np.array(["./v.mp4"] * 3))) == [3, -1, 0]
+    with pytest.raises(InputError, match="no latent matched a labelled frame"):
+        labels_from_sequences(tmp_path / "s.jsonl", frame_index, np.array(["other.mp4"] * 3))
+
+
+def test_csv_with_several_sources(tmp_path):
+    frame_index, source = np.array([0, 1, 0, 1]), np.array(["a.mp4", "a.mp4", "b.mp4", "b.mp4"])
+    (tmp_path / "l.csv").write_text("frame_index,emotion\n0,happy\n")
+    with pytest.raises(InputError, match="latents come from 2 sources; add a 'source' column"):
+        labels_from_csv(tmp_path / "l.csv", frame_index, source)
+    (tmp_path / "s.csv").write_text("source,frame_index,emotion\nb.mp4,1,sad\n./a.mp4,0,happy\n")
+    assert list(labels_from_csv(tmp_path / "s.csv", frame_index, source)) == [3, -1, -1, 4]
+    (tmp_path / "x.csv").write_text("source,frame_index,emotion\na.mp4,zero,sad\n")
+    with pytest.raises(InputError, match=r"x\.csv:2: bad row"):
+        labels_from_csv(tmp_path / "x.csv", frame_index, source)
+    with pytest.raises(InputError, match=r"nope\.csv: cannot read"):
+        labels_from_csv(tmp_path / "nope.csv", frame_index, source)
+
+
+def test_labeler_and_embedder_sources_match_for_folders_and_videos(tmp_path):
+    """The labeler names a folder once; the embedder names each image: they still match, frame by frame."""
+    import json as _json
+
+    from PIL import Image
+
+    from stylemotion.pipeline.video_io import iter_frames
+
+    folder = tmp_path / "mug" / "subject1"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(folder / f"{i:03d}.png")
+    frames = list(iter_frames(folder))  # what `stylemotion embed` records
+    seq = {"source": str(tmp_path / "mug" / "subject1") + "/", "fps": None, "emotions": [5, None, 2],
+           "frame_index": [0, 1, 2]}
+    (tmp_path / "s.jsonl").write_text(_json.dumps(seq) + "\n")
+    got = labels_from_sequences(tmp_path / "s.jsonl", np.array([f.index for f in frames]),
+                                np.array([f.source for f in frames]))
+    assert list(got) == [5, -1, 2]

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from stylemotion.errors import InputError
+from stylemotion.errors import ConfigError, InputError
 from stylemotion.pipeline.labeling import LabelingConfig, label_videos, read_sequences, smooth_labels
 from tests.models.test_emotion_cnn import needs_fer
 
@@ -14,6 +14,13 @@ from tests.models.test_emotion_cnn import needs_fer
 def test_smoothing_is_a_majority_vote_that_keeps_gaps():
     assert smooth_labels([3, 3, 0, 3, 3, None, 6, 6, 3, 6], 3) == [3, 3, 3, 3, 3, None, 6, 6, 6, 6]
     assert smooth_labels([1, None, 2], 1) == [1, None, 2]
+    # edges vote over the frames that exist; a tie keeps the frame's own label
+    assert smooth_labels([4, 2, 2, 4], 3) == [4, 2, 2, 4]
+    assert smooth_labels([0, 5, 0, 5, 5], 5) == [0, 5, 5, 5, 5]
+    with pytest.raises(ConfigError, match="odd window"):
+        LabelingConfig(smooth=4).validate()
+    with pytest.raises(ConfigError, match="either fps or every"):
+        LabelingConfig(fps=5, every=2).validate()
 
 
 @needs_fer
@@ -51,6 +58,12 @@ def test_bad_sequence_files(tmp_path):
     (tmp_path / "s.jsonl").write_text('{"source": "a", "emotions": [3, 9, null]}\n')
     with pytest.raises(InputError, match=r"s\.jsonl:1: unknown emotion ids \['9'\]"):
         read_sequences(tmp_path / "s.jsonl")
+    (tmp_path / "b.jsonl").write_text('{"source": "a", "emotions": [true, 3]}\n')
+    with pytest.raises(InputError, match=r"b\.jsonl:1: unknown emotion ids \['True'\]"):
+        read_sequences(tmp_path / "b.jsonl")
+    (tmp_path / "f.jsonl").write_text('{"source": "a", "emotions": [3, 3], "frame_index": [0]}\n')
+    with pytest.raises(InputError, match=r"f\.jsonl:1: 'frame_index' must be 2 integers"):
+        read_sequences(tmp_path / "f.jsonl")
     (tmp_path / "t.jsonl").write_text('{"source": "a"}\n')
     with pytest.raises(InputError, match=r"t\.jsonl:1: not an emotion sequence"):
         read_sequences(tmp_path / "t.jsonl")

@@ -83,3 +83,8 @@ def test_fit_to_resolution_crops_and_warns():
         out = fit_to_resolution(img, 16)
     assert out.shape == (16, 16, 3) and out.min() > 200
     assert fit_to_resolution(out, 16) is out
+
+
+def test_fps_and_every_are_exclusive(tmp_path):
+    with pytest.raises(ConfigError, match="either fps or every"):
+        list(iter_frames(tmp_path, every=2, fps=5))
