@@ -23,6 +23,7 @@ setup(
         "opencv-python-headless>=4.10,<5",  # 5.0 has no CascadeClassifier
         "h5py>=3.8",  # the Keras emotion classifier's weights
         "scikit-learn>=1.3",  # emotion directions
+        "imageio-ffmpeg>=0.5",  # H.264 MP4 output through the ffmpeg binary its wheel ships
     ],
     extras_require={
         "gpu": ["onnxruntime-gpu>=1.17"],

@@ -243,6 +243,80 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _directions_for(G, spec: str):
+    from .pipeline.directions import Directions, random_directions
+
+    if spec == "random":
+        print("note: --directions random: seeded random unit W directions (for demos; not learned emotions)",
+              file=sys.stderr)
+        return random_directions(G.w_dim)
+    return Directions.load(spec)
+
+
+def _script_items(args):
+    from .models.emotion_cnn import EMOTIONS
+    from .pipeline.keyframes import ScriptItem, parse_script
+    from .pipeline.sequence import load_lstm, sample_emotions
+
+    if args.script:
+        return parse_script(args.script)
+    if not args.lstm:
+        raise ConfigError("--predict needs --lstm (the emotion LSTM from `stylemotion train-lstm`)")
+    if args.predict < 1:
+        raise ConfigError(f"--predict must be >= 1, got {args.predict}")
+    ids = sample_emotions(load_lstm(args.lstm), [6], args.predict + 1, temperature=args.temperature,
+                          seed=args.seed)[1:]
+    return [ScriptItem(EMOTIONS[i], args.seconds) for i in ids]
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from .pipeline.keyframes import check_directions
+    from .pipeline.video import make_schedule, render_video
+    from .pipeline.video_io import VideoWriter
+
+    G = _load(args.ckpt, args.device)
+    directions = _directions_for(G, args.directions)
+    items = _script_items(args)
+    check_directions(G, directions, [i.emotion for i in items])
+    schedule = make_schedule(G, directions, items, seed=args.seed, fps=args.fps, mode=args.interp,
+                             transition=args.transition, coefficient=args.coeff, truncation_psi=args.trunc)
+    VideoWriter(args.out, args.fps)  # an unwritable or unsupported output fails here, before rendering
+    print(f"{len(items)} keyframes ({', '.join(i.emotion for i in items)}), {schedule.num_frames} frames at "
+          f"{args.fps:g} fps, {args.interp} interpolation")
+    batch = args.batch if args.batch is not None else (8 if G.mapping.w_avg.device.type == "cuda" else 1)
+    sheet = args.sheet or str(Path(args.out).with_suffix("")) + "-sheet.png"
+    result = render_video(G, schedule, space=directions.space, out=args.out, fps=args.fps,
+                          truncation_psi=args.trunc, batch_size=batch, sheet=sheet, progress=not args.quiet)
+    print(f"wrote {result.path} ({result.frames} frames) and {result.sheet}")
+    print(f"ACD (pixels, RMS in [0,1]) {result.acd:.5f}; latent acceleration {result.latent_acceleration:.5f}; "
+          f"rendered at {result.render_fps:.2f} frames/s")
+    return 0
+
+
+def cmd_acd(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .pipeline.metrics import acd, onnx_extractor, pixel_features, read_video_frames, vgg_extractor
+
+    if args.features == "pixels":
+        extractor = pixel_features
+    elif args.features == "vgg":
+        from .checkpoints.vgg16 import load_vgg16
+
+        vgg, _ = load_vgg16(args.vgg)
+        if vgg.random_weights:
+            print("note: VGG16 has seeded RANDOM weights (pass --vgg for ImageNet features)", file=sys.stderr)
+        extractor = vgg_extractor(vgg)
+    else:
+        extractor = onnx_extractor(args.features)
+    values = []
+    for video in args.videos:
+        values.append(acd(read_video_frames(video), extractor))
+        print(f"{video}: ACD {values[-1]:.5f}")
+    print(f"mean {np.mean(values):.5f} +/- {np.std(values):.5f} over {len(values)} videos ({args.features})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stylemotion", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"stylemotion {__version__}")
@@ -352,6 +426,34 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--out", default="out/strip.png")
     ed.add_argument("--device", default="auto")
     ed.set_defaults(func=cmd_edit)
+
+    vid = sub.add_parser("video", help="render an emotion video: identity + keyframes + interpolation -> MP4")
+    vid.add_argument("ckpt")
+    vid.add_argument("--directions", required=True, help="directions .npz, or 'random' (demo only)")
+    src = vid.add_mutually_exclusive_group(required=True)
+    src.add_argument("--script", help="emotion:seconds[:coefficient],... e.g. happy:2,surprise:1.5,neutral:1")
+    src.add_argument("--predict", type=int, help="let the LSTM choose this many emotions (needs --lstm)")
+    vid.add_argument("--lstm", help="emotion LSTM for --predict")
+    vid.add_argument("--seconds", type=float, default=1.0, help="seconds per predicted emotion (default 1)")
+    vid.add_argument("--temperature", type=float, default=0.8)
+    vid.add_argument("--seed", type=int, default=0, help="identity seed (and sampling seed)")
+    vid.add_argument("--fps", type=float, default=30.0)
+    vid.add_argument("--interp", choices=["linear", "slerp", "smooth"], default="smooth")
+    vid.add_argument("--transition", type=float, default=0.5, help="seconds of each transition (default 0.5)")
+    vid.add_argument("--coeff", type=float, default=3.0, help="default coefficient along each direction")
+    vid.add_argument("--trunc", type=float, default=0.7)
+    vid.add_argument("--batch", type=int, default=None)
+    vid.add_argument("--out", default="out/video.mp4", help=".mp4 (H.264), .gif, or a folder for PNG frames")
+    vid.add_argument("--sheet", default=None, help="contact sheet PNG (default OUT-sheet.png)")
+    vid.add_argument("--device", default="auto")
+    vid.add_argument("--quiet", action="store_true")
+    vid.set_defaults(func=cmd_video)
+
+    ac = sub.add_parser("acd", help="average content distance of videos")
+    ac.add_argument("videos", nargs="+")
+    ac.add_argument("--features", default="pixels", help="pixels, vgg, or an ONNX face-embedding model")
+    ac.add_argument("--vgg", default=None, help="VGG16 weights for --features vgg")
+    ac.set_defaults(func=cmd_acd)
     return p
 
 

@@ -203,3 +203,13 @@ def condition(directions: Directions, primary: str, against: str) -> np.ndarray:
     if norm < 1e-6:
         raise ConfigError(f"{primary!r} and {against!r} are parallel; nothing is left after conditioning")
     return (out / norm).reshape(directions[primary].shape)
+
+
+def random_directions(w_dim: int, *, seed: int = 0) -> Directions:
+    """Seeded random unit W directions for every emotion: for demos on models that have no learned ones.
+    Their accuracy is NaN, and the CLI says they are random."""
+    rng = np.random.default_rng(seed)
+    d = rng.normal(size=(len(EMOTIONS), w_dim))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    nan = np.full(len(EMOTIONS), np.nan)
+    return Directions(list(EMOTIONS), d, "w", nan, nan, np.zeros(len(EMOTIONS), dtype=np.int64))

@@ -1,12 +1,15 @@
 """Keyframes: ``w_identity + coefficient * direction[emotion]`` in the space the direction was learned in."""
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, ShapeError
+from ..models.emotion_cnn import EMOTIONS
 from ..models.stylegan2 import Generator
 
 
@@ -32,3 +35,69 @@ def apply_direction(G: Generator, z: torch.Tensor, direction: np.ndarray, space:
         ws = G.mapping(z, truncation_psi=truncation_psi).expand(len(c), -1, -1)
         step = d[None, None, :] if space == "w" else d[None]
         return ws + c[:, None, None] * step
+
+
+@dataclass(frozen=True)
+class ScriptItem:
+    emotion: str
+    seconds: float
+    coefficient: float | None = None  # None: the video's default coefficient
+
+
+def parse_script(text: str) -> list[ScriptItem]:
+    """``"happy:2,surprise:1.5:4,neutral:1"`` -> items (emotion names or ids, seconds, optional coefficient)."""
+    from .directions import emotion_id
+
+    items = []
+    for part in (p.strip() for p in text.split(",")):
+        fields = part.split(":")
+        if len(fields) not in (2, 3) or not fields[0]:
+            raise ConfigError(f"script item {part!r}: expected emotion:seconds[:coefficient]")
+        try:
+            seconds = float(fields[1])
+            coeff = float(fields[2]) if len(fields) == 3 else None
+        except ValueError as exc:
+            raise ConfigError(f"script item {part!r}: seconds and coefficient must be numbers") from exc
+        if not (seconds > 0 and math.isfinite(seconds)):
+            raise ConfigError(f"script item {part!r}: duration must be positive seconds, got {fields[1]}")
+        items.append(ScriptItem(EMOTIONS[emotion_id(fields[0], where=f"script item {part!r}")], seconds, coeff))
+    return items
+
+
+def check_directions(G: Generator, directions, emotions: Sequence[str]) -> None:
+    """Before any rendering: every emotion has a direction, and the directions fit this generator."""
+    expected = {"z": (G.z_dim,), "w": (G.w_dim,), "w+": (G.num_ws, G.w_dim)}
+    shape = tuple(directions.directions.shape[1:])
+    if directions.space not in expected or shape != expected[directions.space]:
+        raise ShapeError(f"the directions are {directions.space!r} directions of shape {list(shape)}, but this "
+                         f"generator needs {list(expected.get(directions.space, ('?',)))}: directions of another model?")
+    missing = sorted(set(emotions) - set(directions.emotions))
+    if missing:
+        raise ConfigError(f"no direction for {missing}; the directions file has {directions.emotions}")
+
+
+def make_keyframes(G: Generator, z: torch.Tensor, directions, items: Sequence[ScriptItem], *,
+                   coefficient: float = 3.0, truncation_psi: float = 0.7) -> torch.Tensor:
+    """Keyframes ``[len(items) + 1, ...]``: the identity first, then ``identity + c * direction[emotion]``.
+
+    In Z the keyframes are z vectors (mapped per frame, with truncation); in W and W+ they are
+    ``[num_ws, w_dim]`` latents of the truncated identity plus the edit.
+    """
+    check_directions(G, directions, [i.emotion for i in items])
+    coeffs = [coefficient if i.coefficient is None else i.coefficient for i in items]
+    d = torch.stack([torch.as_tensor(np.asarray(directions[i.emotion], np.float32)) for i in items]).to(z.device)
+    c = torch.tensor(coeffs, dtype=torch.float32, device=z.device)
+    if directions.space == "z":
+        return torch.cat([z, z + c[:, None] * d])
+    with torch.no_grad():
+        w_id = G.mapping(z, truncation_psi=truncation_psi)  # [1, num_ws, w_dim]
+    step = d[:, None, :] if directions.space == "w" else d
+    return torch.cat([w_id, w_id + c[:, None, None] * step])
+
+
+def ws_from_keyframe_latents(G: Generator, latents: torch.Tensor, space: str, truncation_psi: float) -> torch.Tensor:
+    """Interpolated keyframe latents -> ws ``[B, num_ws, w_dim]`` (Z latents go through the mapping)."""
+    if space != "z":
+        return latents
+    with torch.no_grad():
+        return G.mapping(latents, truncation_psi=truncation_psi)

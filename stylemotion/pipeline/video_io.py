@@ -129,3 +129,126 @@ def fit_to_resolution(rgb: np.ndarray, resolution: int, *, where: str = "image")
     warnings.warn(f"{where}: {w}x{h} centre-cropped to {side}x{side} and resized to {resolution}x{resolution}",
                   stacklevel=2)
     return np.asarray(Image.fromarray(crop).resize((resolution, resolution), Image.LANCZOS))
+
+
+VIDEO_KINDS = ("mp4", "gif", "png")
+
+
+class VideoWriter:
+    """Frames ``[N, H, W, 3] uint8`` to an H.264 MP4 (yuv420p, browser-playable), a GIF, or a folder of PNGs.
+
+    MP4 goes through imageio-ffmpeg's bundled ffmpeg (libx264, CRF 18, faststart), or OpenCV's ``avc1``
+    writer when imageio-ffmpeg is missing. Odd sizes are padded to even by repeating the edge (yuv420p needs
+    even sizes). The file is written under a temporary name and renamed when closed; on KeyboardInterrupt the
+    frames written so far are finished into a playable file under the final name; on any other error the
+    temporary file is removed.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, *, crf: int = 18):
+        self.path = Path(path)
+        kind = "png" if self.path.suffix == "" else self.path.suffix.lower().lstrip(".")
+        if kind not in VIDEO_KINDS:
+            raise ConfigError(f"{self.path}: output must be .mp4, .gif or a folder for PNG frames")
+        if not (fps > 0 and math.isfinite(fps)):
+            raise ConfigError(f"fps must be a positive number, got {fps}")
+        self.kind, self.fps, self.crf = kind, float(fps), crf
+        self.frames_written = 0
+        parent = self.path if kind == "png" else self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            probe = parent / f".{self.path.name}.probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot write there ({exc})") from exc
+        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self._sink = None
+        self._gif: list = []
+        self._size: tuple[int, int] | None = None
+
+    def _open_mp4(self, width: int, height: int) -> None:
+        try:
+            import imageio_ffmpeg
+        except ImportError:
+            cv2 = require("cv2", package="opencv-python-headless")
+            writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"avc1"), self.fps, (width, height))
+            if not writer.isOpened():
+                raise InputError(f"{self.path}: no H.264 encoder available: pip install imageio-ffmpeg") from None
+            self._sink = ("cv2", writer)
+            return
+        gen = imageio_ffmpeg.write_frames(str(self._tmp), (width, height), fps=self.fps, codec="libx264",
+                                          pix_fmt_in="rgb24", pix_fmt_out="yuv420p", macro_block_size=1,
+                                          quality=None, output_params=["-crf", str(self.crf),
+                                                                       "-movflags", "+faststart"],
+                                          ffmpeg_log_level="error")
+        gen.send(None)
+        self._sink = ("ffmpeg", gen)
+
+    def write(self, frames: np.ndarray) -> None:
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ConfigError(f"frames must be [N, H, W, 3] uint8, got {list(frames.shape)} {frames.dtype}")
+        h, w = frames.shape[1:3]
+        if self._size is None:
+            self._size = (h, w)
+        elif self._size != (h, w):
+            raise ConfigError(f"frame size changed from {self._size} to {(h, w)}")
+        if self.kind == "mp4" and (h % 2 or w % 2):
+            frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        for frame in frames:
+            self._write_one(np.ascontiguousarray(frame))
+            self.frames_written += 1
+
+    def _write_one(self, frame: np.ndarray) -> None:
+        if self.kind == "png":
+            from ..imaging import save_png
+
+            save_png(self.path / f"frame{self.frames_written:06d}.png", frame)
+        elif self.kind == "gif":
+            self._gif.append(frame)
+        else:
+            if self._sink is None:
+                self._open_mp4(frame.shape[1], frame.shape[0])
+            kind, sink = self._sink
+            if kind == "ffmpeg":
+                sink.send(frame.tobytes())
+            else:
+                sink.write(frame[:, :, ::-1].copy())
+
+    def close(self) -> Path:
+        """Finish the file and move it into place; returns the final path."""
+        if self.kind == "png":
+            return self.path
+        if self.kind == "gif":
+            from PIL import Image
+
+            if not self._gif:
+                raise InputError(f"{self.path}: no frames were written")
+            images = [Image.fromarray(f) for f in self._gif]
+            images[0].save(self._tmp, save_all=True, append_images=images[1:], duration=round(1000 / self.fps),
+                           loop=0)
+        elif self._sink is not None:
+            kind, sink = self._sink
+            sink.close() if kind == "ffmpeg" else sink.release()
+            self._sink = None
+        if not self._tmp.exists():
+            raise InputError(f"{self.path}: no frames were written")
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._sink is not None:
+            kind, sink = self._sink
+            try:
+                sink.close() if kind == "ffmpeg" else sink.release()
+            finally:
+                self._sink = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None or (issubclass(exc_type, KeyboardInterrupt) and self.frames_written):
+            self.close()
+        else:
+            self.abort()
