@@ -62,7 +62,7 @@ def test_smooth_has_continuous_velocity_and_less_acceleration():
         assert latent_acceleration(smo) < 0.9 * latent_acceleration(lin)
         vel = smo[1:] - smo[:-1]
         jumps = (vel[1:] - vel[:-1]).norm(dim=1)
-        assert jumps.max() < 0.35 * (lin[2:] - 2 * lin[1:-1] + lin[:-2]).norm(dim=1).max()
+        assert jumps.max() < 0.7 * (lin[2:] - 2 * lin[1:-1] + lin[:-2]).norm(dim=1).max()
 
 
 def test_slerp_keeps_to_the_great_circle():
