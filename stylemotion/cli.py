@@ -317,6 +317,34 @@ def cmd_acd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .atomic import atomic_path
+    from .pipeline.sequence import load_lstm
+    from .pipeline.video import bar_chart, evaluate
+
+    G = _load(args.ckpt, args.device)
+    directions = _directions_for(G, args.directions)
+    modes = args.modes.split(",")
+    batch = args.batch if args.batch is not None else (8 if G.mapping.w_avg.device.type == "cuda" else 1)
+    table = evaluate(G, directions, videos=args.videos, emotions_per_video=args.emotions, seconds=args.seconds,
+                     fps=args.fps, modes=modes, lstm=load_lstm(args.lstm) if args.lstm else None,
+                     batch_size=batch, progress=not args.quiet)
+    lines = [f"# ACD over {args.videos} videos ({args.ckpt}, {args.fps:g} fps, {args.emotions} emotions x "
+             f"{args.seconds:g} s)", "", "| videos | ACD (pixels) | latent acceleration (RMS) |", "|---|---|---|"]
+    lines += [f"| {name} | {r['acd_mean']:.5f} +/- {r['acd_std']:.5f} | {r['accel_mean']:.4f} +/- "
+              f"{r['accel_std']:.4f} |" for name, r in table.items()]
+    out = Path(args.out)
+    with atomic_path(out / "eval.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    with atomic_path(out / "eval.json") as tmp:
+        tmp.write_text(json.dumps(table, indent=2))
+    bar_chart(out / "eval.png", list(table), [r["acd_mean"] for r in table.values()],
+              [r["acd_std"] for r in table.values()], "ACD (pixels), mean +/- std")
+    print("\n".join(lines))
+    print(f"wrote {out / 'eval.md'}, eval.json and eval.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stylemotion", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"stylemotion {__version__}")
@@ -454,6 +482,21 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--features", default="pixels", help="pixels, vgg, or an ONNX face-embedding model")
     ac.add_argument("--vgg", default=None, help="VGG16 weights for --features vgg")
     ac.set_defaults(func=cmd_acd)
+
+    ev = sub.add_parser("eval", help="ACD table over many generated videos, per interpolation mode")
+    ev.add_argument("ckpt")
+    ev.add_argument("--directions", required=True, help="directions .npz, or 'random'")
+    ev.add_argument("--videos", type=int, default=210)
+    ev.add_argument("--emotions", type=int, default=4, help="emotions per video")
+    ev.add_argument("--seconds", type=float, default=1.0, help="seconds per emotion")
+    ev.add_argument("--fps", type=float, default=10.0)
+    ev.add_argument("--modes", default="linear,smooth")
+    ev.add_argument("--lstm", default=None, help="sample sequences from this LSTM (default: uniform random)")
+    ev.add_argument("--batch", type=int, default=None)
+    ev.add_argument("--out", default="out/eval")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=cmd_eval)
     return p
 
 

@@ -174,3 +174,41 @@ def test_label_command(tmp_path, capsys):
     assert "mostly happy" in capsys.readouterr().out
     line = json.loads((tmp_path / "s.jsonl").read_text())
     assert line["fps"] == 5.0 and line["frame_index"] == [0, 2, 4, 6, 8] and set(line["emotions"]) == {3}
+
+
+def test_video_and_eval_commands(tmp_path, capsys):
+    G = make_generator()
+    ckpt = save_generator(G, tmp_path / "g.safetensors")
+    out = tmp_path / "v.mp4"
+    assert main(["video", str(ckpt), "--directions", "random", "--script", "happy:1,surprise:1.5,neutral:0.5",
+                 "--fps", "10", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "30 frames at 10 fps" in text and "ACD" in text and out.exists()
+    assert np.asarray(Image.open(tmp_path / "v-sheet.png")).shape[0] == 16
+    from stylemotion.pipeline.video_io import iter_frames
+
+    assert len(list(iter_frames(out))) == 30
+    # errors come before any rendering, and leave no output
+    assert main(["video", str(ckpt), "--directions", "random", "--script", "happy:1,grumpy:1",
+                 "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "unknown emotion 'grumpy'" in capsys.readouterr().err
+    assert main(["video", str(ckpt), "--directions", "random", "--script", "happy:-1", "--out",
+                 str(tmp_path / "x.mp4")]) == 2
+    (tmp_path / "blocker").write_text("")
+    assert main(["video", str(ckpt), "--directions", "random", "--script", "happy:1", "--out",
+                 str(tmp_path / "blocker" / "x.mp4")]) == 2
+    assert "cannot write there" in capsys.readouterr().err
+    from stylemotion.pipeline.directions import random_directions
+
+    random_directions(24).save(tmp_path / "other.npz")
+    assert main(["video", str(ckpt), "--directions", str(tmp_path / "other.npz"), "--script", "happy:1",
+                 "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "directions of another model" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
+    assert main(["eval", str(ckpt), "--directions", "random", "--videos", "2", "--emotions", "2", "--fps", "20",
+                 "--out", str(tmp_path / "eval"), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "| linear |" in text and "| smooth |" in text and "| random walk |" in text
+    table = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert table["smooth"]["accel_mean"] < table["linear"]["accel_mean"]
+    assert (tmp_path / "eval" / "eval.png").exists()

@@ -124,3 +124,43 @@ def bar_chart(path: str | os.PathLike, labels: Sequence[str], values: Sequence[f
         draw.text((x0, base + 6), label, fill="black")
         draw.text((x0, base - (v + e) * scale - 14), f"{v:.4f}", fill="black")
     return save_png(path, np.asarray(img))
+
+
+def evaluate(G: Generator, directions, *, videos: int, emotions_per_video: int = 4, seconds: float = 1.0,
+             fps: float = 10.0, modes: Sequence[str] = ("linear", "smooth"), transition: float = 0.5,
+             coefficient: float = 3.0, truncation_psi: float = 0.7, lstm=None, batch_size: int = 8,
+             progress: bool = True) -> dict[str, dict[str, float]]:
+    """ACD and latent acceleration over ``videos`` random identities (seeds 0..N-1), per interpolation mode, and
+    for a random latent walk with the same timing. Sequences come from ``lstm`` when given, else uniformly at
+    random (seeded). Returns ``{row: {acd_mean, acd_std, accel_mean, accel_std}}``."""
+    from tqdm.auto import tqdm
+
+    from ..models.emotion_cnn import EMOTIONS
+    from .sequence import sample_emotions
+
+    if videos < 1 or emotions_per_video < 1:
+        raise ConfigError("videos and emotions_per_video must be >= 1")
+    rows: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+    rows["random walk"] = []
+    rng = np.random.default_rng(0)
+    for v in tqdm(range(videos), desc="eval", unit="video", disable=not progress):
+        if lstm is not None:
+            ids = sample_emotions(lstm, [6], emotions_per_video + 1, temperature=0.8, seed=v)[1:]
+        else:
+            ids = rng.integers(0, len(EMOTIONS), emotions_per_video).tolist()
+        items = [ScriptItem(EMOTIONS[i], seconds) for i in ids]
+        for mode in modes:
+            sched = make_schedule(G, directions, items, seed=v, fps=fps, mode=mode, transition=transition,
+                                  coefficient=coefficient, truncation_psi=truncation_psi)
+            r = render_video(G, sched, space=directions.space, out=None, fps=fps, truncation_psi=truncation_psi,
+                             batch_size=batch_size, progress=False)
+            rows[mode].append((r.acd, r.latent_acceleration))
+        walk = random_walk_schedule(G, len(items) + 1, sched.segments, seed=10_000 + v, truncation_psi=truncation_psi)
+        r = render_video(G, walk, space="w", out=None, fps=fps, batch_size=batch_size, progress=False)
+        rows["random walk"].append((r.acd, r.latent_acceleration))
+    out = {}
+    for name, values in rows.items():
+        a = np.array(values)
+        out[name] = {"acd_mean": float(a[:, 0].mean()), "acd_std": float(a[:, 0].std()),
+                     "accel_mean": float(a[:, 1].mean()), "accel_std": float(a[:, 1].std())}
+    return out

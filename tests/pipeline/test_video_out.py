@@ -1,0 +1,113 @@
+"""Video files: H.264 MP4 that ffprobe accepts and that reads back, GIF, PNG frames, Ctrl-C, bad paths."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from stylemotion.errors import ConfigError, InputError
+from stylemotion.pipeline.metrics import ACD, acd, pixel_features
+from stylemotion.pipeline.video_io import VideoWriter, iter_frames
+
+
+def moving_frames(n=12, h=48, w=64):
+    """A bright square moving across a dark background (codec-friendly, every frame different)."""
+    frames = np.full((n, h, w, 3), 30, np.uint8)
+    for i in range(n):
+        frames[i, 10:30, 2 + 4 * i:22 + 4 * i] = (220, 180, 40)
+    return frames
+
+
+def ffprobe(path):
+    exe = shutil.which("ffprobe")
+    if exe is None:
+        pytest.skip("ffprobe (Debian's ffmpeg) is not installed; .ci/run installs it")
+    out = subprocess.run([exe, "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
+                          "stream=codec_name,pix_fmt,nb_read_frames,r_frame_rate,width,height", "-of", "json",
+                          str(path)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)["streams"][0]
+
+
+def test_mp4_is_h264_yuv420p_with_the_right_frames(tmp_path):
+    frames = moving_frames()
+    with VideoWriter(tmp_path / "v.mp4", fps=12) as writer:
+        writer.write(frames[:5])
+        writer.write(frames[5:])
+    info = ffprobe(tmp_path / "v.mp4")
+    assert info["codec_name"] == "h264" and info["pix_fmt"] == "yuv420p"
+    assert int(info["nb_read_frames"]) == 12 and info["r_frame_rate"] == "12/1"
+    back = np.stack([f.rgb for f in iter_frames(tmp_path / "v.mp4")])
+    assert back.shape == frames.shape
+    mse = ((back.astype(float) - frames) ** 2).mean(axis=(1, 2, 3))
+    assert (10 * np.log10(255 ** 2 / mse) > 30).all()  # within codec tolerance
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+def test_odd_sizes_are_padded_to_even(tmp_path):
+    with VideoWriter(tmp_path / "odd.mp4", fps=5) as writer:
+        writer.write(moving_frames(n=3, h=47, w=63))
+    info = ffprobe(tmp_path / "odd.mp4")
+    assert (info["width"], info["height"]) == (64, 48)
+
+
+def test_ctrl_c_leaves_a_playable_file_of_the_frames_done(tmp_path):
+    frames = moving_frames()
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(tmp_path / "cut.mp4", fps=10) as writer:
+            writer.write(frames[:7])
+            raise KeyboardInterrupt
+    assert int(ffprobe(tmp_path / "cut.mp4")["nb_read_frames"]) == 7
+    with pytest.raises(RuntimeError):
+        with VideoWriter(tmp_path / "err.mp4", fps=10) as writer:
+            writer.write(frames[:3])
+            raise RuntimeError("renderer failed")
+    assert not (tmp_path / "err.mp4").exists() and not list(tmp_path.glob(".err*"))
+
+
+def test_gif_and_png_frames(tmp_path):
+    from PIL import Image
+
+    frames = moving_frames(n=4)
+    with VideoWriter(tmp_path / "v.gif", fps=5) as writer:
+        writer.write(frames)
+    gif = Image.open(tmp_path / "v.gif")
+    assert gif.n_frames == 4 and gif.info["duration"] == 200
+    with VideoWriter(tmp_path / "pngs", fps=5) as writer:
+        writer.write(frames)
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir())[0] == "frame000000.png"
+    assert len(list((tmp_path / "pngs").iterdir())) == 4
+
+
+def test_unwritable_or_unsupported_outputs(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="cannot write there"):
+        VideoWriter(tmp_path / "file" / "v.mp4", fps=5)
+    with pytest.raises(ConfigError, match=".mp4, .gif or a folder"):
+        VideoWriter(tmp_path / "v.avi", fps=5)
+    with pytest.raises(ConfigError, match="fps"):
+        VideoWriter(tmp_path / "v.mp4", fps=0)
+
+
+def test_acd_by_hand():
+    """Uniform frames at 0, 51 and 153 (of 255): RMS differences 0.2 and 0.4 -> ACD 0.3."""
+    frames = np.stack([np.full((4, 5, 3), v, np.uint8) for v in (0, 51, 153)])
+    assert acd([frames]) == pytest.approx(0.3)
+    meter = ACD(pixel_features)
+    meter.update(frames[:1])
+    meter.update(frames[1:])  # streaming across batch boundaries gives the same value
+    assert meter.value == pytest.approx(0.3)
+    with pytest.raises(ConfigError, match="two frames"):
+        acd([frames[:1]])
+
+
+def test_acd_in_vgg_feature_space():
+    from stylemotion.pipeline.metrics import vgg_extractor
+
+    still = np.repeat(moving_frames(n=1), 3, axis=0)
+    moving = moving_frames(n=3)
+    extract = vgg_extractor()
+    assert extract(moving).shape == (3, 512)
+    assert acd([still], extract) == 0.0 and acd([moving], extract) > 0
