@@ -29,7 +29,8 @@ setup(
         "gpu": ["onnxruntime-gpu>=1.17"],
         "tensorrt": ["tensorrt>=10.0", "onnx>=1.15"],
         "ray": ["ray>=2.9"],
-        "dev": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21"],  # skimage: real face photos for tests
+        "dev": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21",  # skimage: real face photos for tests
+                "onnx>=1.15", "onnxruntime>=1.17"],
     },
     entry_points={"console_scripts": ["stylemotion=stylemotion.cli:main"]},
 )

@@ -188,6 +188,16 @@ def test_video_and_eval_commands(tmp_path, capsys):
     from stylemotion.pipeline.video_io import iter_frames
 
     assert len(list(iter_frames(out))) == 30
+    from stylemotion.models.emotion_lstm import EmotionLSTM, LSTMConfig
+    from stylemotion.pipeline.sequence import save_lstm
+
+    save_lstm(EmotionLSTM(LSTMConfig(hidden=8, layers=4)), tmp_path / "lstm.safetensors")
+    assert main(["video", str(ckpt), "--directions", "random", "--predict", "3", "--lstm",
+                 str(tmp_path / "lstm.safetensors"), "--seconds", "0.5", "--fps", "8", "--out",
+                 str(tmp_path / "p.gif"), "--quiet"]) == 0
+    assert "3 keyframes" in capsys.readouterr().out and Image.open(tmp_path / "p.gif").n_frames == 12
+    assert main(["video", str(ckpt), "--directions", "random", "--predict", "3", "--out", str(tmp_path / "q.mp4")]) == 2
+    assert "--predict needs --lstm" in capsys.readouterr().err
     # errors come before any rendering, and leave no output
     assert main(["video", str(ckpt), "--directions", "random", "--script", "happy:1,grumpy:1",
                  "--out", str(tmp_path / "x.mp4")]) == 2

@@ -50,7 +50,7 @@ def vgg_extractor(vgg=None) -> Extractor:
 
 
 def onnx_extractor(path: str | os.PathLike) -> Extractor:
-    ort = require("onnxruntime", extra="gpu", package="onnxruntime")
+    ort = require("onnxruntime")
     where = str(path)
     try:
         session = ort.InferenceSession(where, providers=["CPUExecutionProvider"])

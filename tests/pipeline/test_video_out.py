@@ -111,3 +111,25 @@ def test_acd_in_vgg_feature_space():
     extract = vgg_extractor()
     assert extract(moving).shape == (3, 512)
     assert acd([still], extract) == 0.0 and acd([moving], extract) > 0
+
+
+def test_acd_with_an_onnx_feature_model(tmp_path):
+    """A user's ONNX embedding model (here: global average pooling, i.e. the mean colour) as the feature space."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    from stylemotion.pipeline.metrics import onnx_extractor
+
+    graph = helper.make_graph([helper.make_node("GlobalAveragePool", ["x"], ["y"])], "mean_colour",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3, 1, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "mean.onnx")
+    frames = np.stack([np.full((16, 16, 3), v, np.uint8) for v in (0, 51, 153)])
+    # mean colours (0,0,0), (.2,.2,.2), (.6,.6,.6): distances .2*sqrt(3) and .4*sqrt(3)
+    assert acd([frames], onnx_extractor(tmp_path / "mean.onnx")) == pytest.approx(0.3 * 3 ** 0.5, rel=1e-5)
+    (tmp_path / "bad.onnx").write_bytes(b"nope")
+    with pytest.raises(InputError, match=r"bad\.onnx: cannot load"):
+        onnx_extractor(tmp_path / "bad.onnx")
