@@ -272,7 +272,7 @@ def _script_items(args):
 def cmd_video(args: argparse.Namespace) -> int:
     from .pipeline.keyframes import check_directions
     from .pipeline.video import make_schedule, render_video
-    from .pipeline.video_io import VideoWriter
+    from .pipeline.video_io import VideoWriter, check_writable
 
     G = _load(args.ckpt, args.device)
     directions = _directions_for(G, args.directions)
@@ -280,11 +280,15 @@ def cmd_video(args: argparse.Namespace) -> int:
     check_directions(G, directions, [i.emotion for i in items])
     schedule = make_schedule(G, directions, items, seed=args.seed, fps=args.fps, mode=args.interp,
                              transition=args.transition, coefficient=args.coeff, truncation_psi=args.trunc)
-    VideoWriter(args.out, args.fps)  # an unwritable or unsupported output fails here, before rendering
+    # An unwritable or unsupported output fails here, before the first frame is rendered.
+    VideoWriter(args.out, args.fps).abort()
+    sheet = args.sheet or str(Path(args.out).with_suffix("")) + "-sheet.png"
+    check_writable(sheet)
+    if args.batch is not None and args.batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {args.batch}")
     print(f"{len(items)} keyframes ({', '.join(i.emotion for i in items)}), {schedule.num_frames} frames at "
           f"{args.fps:g} fps, {args.interp} interpolation")
     batch = args.batch if args.batch is not None else (8 if G.mapping.w_avg.device.type == "cuda" else 1)
-    sheet = args.sheet or str(Path(args.out).with_suffix("")) + "-sheet.png"
     result = render_video(G, schedule, space=directions.space, out=args.out, fps=args.fps,
                           truncation_psi=args.trunc, batch_size=batch, sheet=sheet, progress=not args.quiet)
     print(f"wrote {result.path} ({result.frames} frames) and {result.sheet}")
@@ -322,6 +326,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .pipeline.sequence import load_lstm
     from .pipeline.video import bar_chart, evaluate
 
+    from .pipeline.video_io import check_writable
+
+    check_writable(Path(args.out) / "eval.md")
+    if args.batch is not None and args.batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {args.batch}")
     G = _load(args.ckpt, args.device)
     directions = _directions_for(G, args.directions)
     modes = args.modes.split(",")

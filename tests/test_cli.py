@@ -198,12 +198,25 @@ def test_video_and_eval_commands(tmp_path, capsys):
     assert "3 keyframes" in capsys.readouterr().out and Image.open(tmp_path / "p.gif").n_frames == 12
     assert main(["video", str(ckpt), "--directions", "random", "--predict", "3", "--out", str(tmp_path / "q.mp4")]) == 2
     assert "--predict needs --lstm" in capsys.readouterr().err
-    # errors come before any rendering, and leave no output
-    assert main(["video", str(ckpt), "--directions", "random", "--script", "happy:1,grumpy:1",
-                 "--out", str(tmp_path / "x.mp4")]) == 2
-    assert "unknown emotion 'grumpy'" in capsys.readouterr().err
-    assert main(["video", str(ckpt), "--directions", "random", "--script", "happy:-1", "--out",
-                 str(tmp_path / "x.mp4")]) == 2
+    # errors come before any rendering (the generator's synthesis is never called), and leave no output
+    from stylemotion.models.stylegan2 import SynthesisNetwork
+
+    calls = []
+    original = SynthesisNetwork.forward
+    SynthesisNetwork.forward = lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
+    try:
+        assert main(["video", str(ckpt), "--directions", "random", "--script", "happy:1,grumpy:1",
+                     "--out", str(tmp_path / "x.mp4")]) == 2
+        assert "unknown emotion 'grumpy'" in capsys.readouterr().err
+        assert main(["video", str(ckpt), "--directions", "random", "--script", "happy:-1", "--out",
+                     str(tmp_path / "x.mp4")]) == 2
+        assert "duration must be positive" in capsys.readouterr().err
+        assert main(["video", str(ckpt), "--directions", "random", "--script", "happy:1", "--out",
+                     str(tmp_path / "x.mp4"), "--sheet", str(tmp_path / "v.mp4" / "s.png")]) == 2
+        assert "cannot write there" in capsys.readouterr().err
+    finally:
+        SynthesisNetwork.forward = original
+    assert calls == [], "rendering started before the error"
     (tmp_path / "blocker").write_text("")
     assert main(["video", str(ckpt), "--directions", "random", "--script", "happy:1", "--out",
                  str(tmp_path / "blocker" / "x.mp4")]) == 2

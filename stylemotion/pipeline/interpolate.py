@@ -5,7 +5,8 @@ keyframe, then a hold on it. Frame counts come from cumulative times (``round(en
 so durations add up exactly (``happy:1,surprise:1.5,neutral:0.5`` at 10 fps is 30 frames). Within a segment
 of ``n`` frames whose transition takes ``m <= n`` frames, frame ``j`` has ``t = min(1, (j + 1) / m)``: the
 previous segment's last frame is ``t = 0`` (the previous keyframe) and frame ``m - 1`` is ``t = 1`` (this
-keyframe), exactly.
+keyframe), exactly. The first segment has no previous frame, so it uses ``t = min(1, j / (m - 1))``: frame 0
+is the identity keyframe and frame ``m - 1`` the first emotion's.
 
 Modes: ``linear`` (the method's morphing), ``slerp`` (great-circle, for Z latents), ``smooth`` (cubic Hermite:
 Catmull-Rom tangents where the path moves through a keyframe, zero tangents where it stops to hold, so the
@@ -36,8 +37,8 @@ def build_segments(durations: Sequence[float], fps: float, transition: float) ->
     most the segment, at least one frame)."""
     if not (fps > 0 and math.isfinite(fps)):
         raise ConfigError(f"fps must be a positive number, got {fps}")
-    if transition < 0:
-        raise ConfigError(f"transition must be >= 0 seconds, got {transition}")
+    if not (transition >= 0 and math.isfinite(transition)):
+        raise ConfigError(f"transition must be a finite number of seconds >= 0, got {transition}")
     bad = [d for d in durations if not (d > 0 and math.isfinite(d))]
     if bad:
         raise ConfigError(f"durations must be positive seconds, got {bad}")
@@ -64,7 +65,10 @@ def frame_index(segments: Sequence[Segment]) -> FrameIndex:
     for k, s in enumerate(segments):
         j = np.arange(s.frames)
         seg.append(np.full(s.frames, k))
-        ts.append(np.minimum(1.0, (j + 1) / s.transition))
+        if k == 0 and s.transition > 1:
+            ts.append(np.minimum(1.0, j / (s.transition - 1)))  # the video opens on the identity itself
+        else:
+            ts.append(np.minimum(1.0, (j + 1) / s.transition))
     return FrameIndex(np.concatenate(seg), np.concatenate(ts))
 
 
@@ -72,10 +76,11 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Great-circle interpolation of the last dimension (norms interpolated linearly); ``t`` broadcasts."""
     na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
     ua, ub = a / na.clamp_min(1e-12), b / nb.clamp_min(1e-12)
-    omega = torch.acos((ua * ub).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    dot = (ua * ub).sum(-1, keepdim=True)
+    omega = torch.acos(dot.clamp(-1 + 1e-7, 1 - 1e-7))
     so = torch.sin(omega)
     direction = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / so
-    near = omega < 1e-4  # nearly parallel: plain lerp
+    near = dot > 1 - 1e-6  # nearly parallel: plain lerp (antipodal inputs have no unique great circle)
     direction = torch.where(near, (1 - t) * ua + t * ub, direction)
     return direction * ((1 - t) * na + t * nb)
 
@@ -114,8 +119,8 @@ class Schedule:
         t = torch.as_tensor(self.index.t[start:stop], dtype=self.keyframes.dtype, device=self.keyframes.device)
         a, b = self.keyframes[seg], self.keyframes[seg + 1]
         t = t.reshape((-1,) + (1,) * (a.ndim - 1))
-        # t = 1 is the keyframe itself, bit for bit (a + (b - a) need not round to b).
-        return torch.where(t == 1, b, self._between(seg, a, b, t))
+        # t = 0 and t = 1 are the keyframes themselves, bit for bit (a + (b - a) need not round to b).
+        return torch.where(t == 1, b, torch.where(t == 0, a, self._between(seg, a, b, t)))
 
     def _between(self, seg: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.mode == "linear":

@@ -60,6 +60,8 @@ def parse_script(text: str) -> list[ScriptItem]:
             raise ConfigError(f"script item {part!r}: seconds and coefficient must be numbers") from exc
         if not (seconds > 0 and math.isfinite(seconds)):
             raise ConfigError(f"script item {part!r}: duration must be positive seconds, got {fields[1]}")
+        if coeff is not None and not math.isfinite(coeff):
+            raise ConfigError(f"script item {part!r}: coefficient must be a finite number, got {fields[2]}")
         items.append(ScriptItem(EMOTIONS[emotion_id(fields[0], where=f"script item {part!r}")], seconds, coeff))
     return items
 
@@ -85,6 +87,8 @@ def make_keyframes(G: Generator, z: torch.Tensor, directions, items: Sequence[Sc
     """
     check_directions(G, directions, [i.emotion for i in items])
     coeffs = [coefficient if i.coefficient is None else i.coefficient for i in items]
+    if not all(math.isfinite(c) for c in coeffs):
+        raise ConfigError(f"coefficients must be finite numbers, got {coeffs}")
     d = torch.stack([torch.as_tensor(np.asarray(directions[i.emotion], np.float32)) for i in items]).to(z.device)
     c = torch.tensor(coeffs, dtype=torch.float32, device=z.device)
     if directions.space == "z":

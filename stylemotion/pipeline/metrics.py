@@ -58,15 +58,23 @@ def onnx_extractor(path: str | os.PathLike) -> Extractor:
         raise InputError(f"{where}: cannot load the ONNX feature model ({exc})") from exc
     inp = session.get_inputs()[0]
     shape = inp.shape
-    if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
-        raise InputError(f"{where}: input {inp.name!r} must be NCHW with fixed H and W, got {shape}")
+    if len(shape) != 4 or shape[1] not in (3, "C", None) or not all(isinstance(d, int) for d in shape[2:]):
+        raise InputError(f"{where}: input {inp.name!r} must be NCHW RGB with fixed H and W, got {shape}")
     h, w = shape[2], shape[3]
+    one_at_a_time = shape[0] == 1  # many face-embedding exports fix the batch at 1
+
+    def run(x: np.ndarray) -> np.ndarray:
+        try:
+            return np.asarray(session.run(None, {inp.name: x})[0], np.float64).reshape(len(x), -1)
+        except Exception as exc:  # onnxruntime's own exception types
+            raise InputError(f"{where}: the feature model failed on input {list(x.shape)} ({exc})") from exc
 
     def extract(frames: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False).numpy()
-        out = session.run(None, {inp.name: x.astype(np.float32)})[0]
-        return np.asarray(out, np.float64).reshape(len(frames), -1)
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False).numpy().astype(np.float32)
+        if one_at_a_time:
+            return np.concatenate([run(x[i:i + 1]) for i in range(len(x))])
+        return run(x)
 
     return extract
 

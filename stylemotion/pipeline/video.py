@@ -138,8 +138,16 @@ def evaluate(G: Generator, directions, *, videos: int, emotions_per_video: int =
     from ..models.emotion_cnn import EMOTIONS
     from .sequence import sample_emotions
 
+    from .interpolate import MODES
+
     if videos < 1 or emotions_per_video < 1:
         raise ConfigError("videos and emotions_per_video must be >= 1")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or ("slerp" in modes and directions.space != "z"):
+        raise ConfigError(f"modes {list(modes)}: each must be one of {MODES}, and slerp needs Z directions")
+    available = [EMOTIONS.index(e) for e in directions.emotions if e in EMOTIONS]
+    if lstm is None and not available:
+        raise ConfigError("the directions file has no FER-2013 emotions to draw from")
     rows: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
     rows["random walk"] = []
     rng = np.random.default_rng(0)
@@ -147,7 +155,7 @@ def evaluate(G: Generator, directions, *, videos: int, emotions_per_video: int =
         if lstm is not None:
             ids = sample_emotions(lstm, [6], emotions_per_video + 1, temperature=0.8, seed=v)[1:]
         else:
-            ids = rng.integers(0, len(EMOTIONS), emotions_per_video).tolist()
+            ids = rng.choice(available, emotions_per_video).tolist()
         items = [ScriptItem(EMOTIONS[i], seconds) for i in ids]
         for mode in modes:
             sched = make_schedule(G, directions, items, seed=v, fps=fps, mode=mode, transition=transition,

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import subprocess
 import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -134,14 +137,37 @@ def fit_to_resolution(rgb: np.ndarray, resolution: int, *, where: str = "image")
 VIDEO_KINDS = ("mp4", "gif", "png")
 
 
+def ffmpeg_rate(fps: float) -> str:
+    """``30 -> '30'``, ``29.97 -> '30000/1001'``: the exact rational ffmpeg should stamp."""
+    frac = Fraction(fps).limit_denominator(1001)
+    return str(frac.numerator) if frac.denominator == 1 else f"{frac.numerator}/{frac.denominator}"
+
+
+def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
+    """Fail now, before any work, when ``path`` (or its parent folder) cannot be written."""
+    target = Path(path)
+    parent = target if folder else target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / f".{target.name}.{os.getpid()}.probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"{target}: cannot write there ({exc})") from exc
+
+
 class VideoWriter:
     """Frames ``[N, H, W, 3] uint8`` to an H.264 MP4 (yuv420p, browser-playable), a GIF, or a folder of PNGs.
 
-    MP4 goes through imageio-ffmpeg's bundled ffmpeg (libx264, CRF 18, faststart), or OpenCV's ``avc1``
-    writer when imageio-ffmpeg is missing. Odd sizes are padded to even by repeating the edge (yuv420p needs
-    even sizes). The file is written under a temporary name and renamed when closed; on KeyboardInterrupt the
-    frames written so far are finished into a playable file under the final name; on any other error the
-    temporary file is removed.
+    MP4: the ffmpeg binary that imageio-ffmpeg ships, fed raw RGB through a pipe (libx264, CRF 18, faststart,
+    the exact frame rate as a rational). ffmpeg runs in its own session, so a Ctrl-C meant for us does not kill
+    it: on KeyboardInterrupt we close its input and it finishes a playable file of the frames done. Without
+    imageio-ffmpeg, OpenCV's ``avc1`` writer is tried, else the error says what to install. Odd sizes are padded
+    to even by repeating the edge. GIF: per-frame durations in GIF's 10 ms steps, rounded cumulatively so the
+    total length is right (identical consecutive frames merge into one longer frame). PNG: a new or empty folder.
+
+    Everything is written under a temporary name and renamed when complete; on an error other than Ctrl-C the
+    temporary output is removed.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, *, crf: int = 18):
@@ -151,20 +177,18 @@ class VideoWriter:
             raise ConfigError(f"{self.path}: output must be .mp4, .gif or a folder for PNG frames")
         if not (fps > 0 and math.isfinite(fps)):
             raise ConfigError(f"fps must be a positive number, got {fps}")
+        if kind == "png" and self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise InputError(f"{self.path}: PNG frames go to a new or empty folder")
+        check_writable(self.path)
         self.kind, self.fps, self.crf = kind, float(fps), crf
         self.frames_written = 0
-        parent = self.path if kind == "png" else self.path.parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            probe = parent / f".{self.path.name}.probe"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise InputError(f"{self.path}: cannot write there ({exc})") from exc
-        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
-        self._sink = None
+        self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial{self.path.suffix}")
+        self._proc = None
+        self._cv2 = None
         self._gif: list = []
         self._size: tuple[int, int] | None = None
+        if kind == "png":
+            self._tmp.mkdir()
 
     def _open_mp4(self, width: int, height: int) -> None:
         try:
@@ -174,15 +198,14 @@ class VideoWriter:
             writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"avc1"), self.fps, (width, height))
             if not writer.isOpened():
                 raise InputError(f"{self.path}: no H.264 encoder available: pip install imageio-ffmpeg") from None
-            self._sink = ("cv2", writer)
+            self._cv2 = writer
             return
-        gen = imageio_ffmpeg.write_frames(str(self._tmp), (width, height), fps=self.fps, codec="libx264",
-                                          pix_fmt_in="rgb24", pix_fmt_out="yuv420p", macro_block_size=1,
-                                          quality=None, output_params=["-crf", str(self.crf),
-                                                                       "-movflags", "+faststart"],
-                                          ffmpeg_log_level="error")
-        gen.send(None)
-        self._sink = ("ffmpeg", gen)
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{width}x{height}", "-framerate", ffmpeg_rate(self.fps), "-i", "-", "-an",
+               "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(self.crf), "-movflags", "+faststart",
+               "-f", "mp4", str(self._tmp)]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      start_new_session=True)
 
     def write(self, frames: np.ndarray) -> None:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -202,47 +225,74 @@ class VideoWriter:
         if self.kind == "png":
             from ..imaging import save_png
 
-            save_png(self.path / f"frame{self.frames_written:06d}.png", frame)
+            save_png(self._tmp / f"frame{self.frames_written:06d}.png", frame)
         elif self.kind == "gif":
             self._gif.append(frame)
         else:
-            if self._sink is None:
+            if self._proc is None and self._cv2 is None:
                 self._open_mp4(frame.shape[1], frame.shape[0])
-            kind, sink = self._sink
-            if kind == "ffmpeg":
-                sink.send(frame.tobytes())
-            else:
-                sink.write(frame[:, :, ::-1].copy())
+            if self._cv2 is not None:
+                self._cv2.write(frame[:, :, ::-1].copy())
+                return
+            try:
+                self._proc.stdin.write(frame.tobytes())
+            except BrokenPipeError as exc:
+                raise InputError(f"{self.path}: ffmpeg stopped: {self._ffmpeg_error()}") from exc
+
+    def _ffmpeg_error(self) -> str:
+        self._proc.wait()
+        return (self._proc.stderr.read() or b"").decode(errors="replace").strip()[-500:]
+
+    def _finish_mp4(self) -> None:
+        if self._cv2 is not None:
+            self._cv2.release()
+            self._cv2 = None
+        if self._proc is not None:
+            proc, self._proc = self._proc, None
+            proc.stdin.close()
+            if proc.wait() != 0:
+                err = (proc.stderr.read() or b"").decode(errors="replace").strip()[-500:]
+                raise InputError(f"{self.path}: ffmpeg failed (exit {proc.returncode}): {err}")
+
+    def _save_gif(self) -> None:
+        from PIL import Image
+
+        if not self._gif:
+            raise InputError(f"{self.path}: no frames were written")
+        ends = [round(100 * (i + 1) / self.fps) * 10 for i in range(len(self._gif))]  # ms, cumulative
+        durations = [max(10, b - a) for a, b in zip([0] + ends[:-1], ends)]
+        images = [Image.fromarray(f) for f in self._gif]
+        images[0].save(self._tmp, save_all=True, append_images=images[1:], duration=durations, loop=0,
+                       optimize=False)
 
     def close(self) -> Path:
         """Finish the file and move it into place; returns the final path."""
-        if self.kind == "png":
-            return self.path
         if self.kind == "gif":
-            from PIL import Image
-
-            if not self._gif:
-                raise InputError(f"{self.path}: no frames were written")
-            images = [Image.fromarray(f) for f in self._gif]
-            images[0].save(self._tmp, save_all=True, append_images=images[1:], duration=round(1000 / self.fps),
-                           loop=0)
-        elif self._sink is not None:
-            kind, sink = self._sink
-            sink.close() if kind == "ffmpeg" else sink.release()
-            self._sink = None
-        if not self._tmp.exists():
+            self._save_gif()
+        elif self.kind == "mp4":
+            self._finish_mp4()
+        if not self._tmp.exists() or self.frames_written == 0:
+            self.abort()
             raise InputError(f"{self.path}: no frames were written")
+        if self.kind == "png" and self.path.exists():
+            self.path.rmdir()  # checked empty in __init__
         os.replace(self._tmp, self.path)
         return self.path
 
     def abort(self) -> None:
-        if self._sink is not None:
-            kind, sink = self._sink
-            try:
-                sink.close() if kind == "ffmpeg" else sink.release()
-            finally:
-                self._sink = None
-        self._tmp.unlink(missing_ok=True)
+        """Stop and remove the temporary output."""
+        try:
+            if self._cv2 is not None:
+                self._cv2.release()
+            if self._proc is not None:
+                self._proc.kill()
+                self._proc.wait()
+        finally:
+            self._cv2 = self._proc = None
+            if self._tmp.is_dir():
+                shutil.rmtree(self._tmp, ignore_errors=True)
+            else:
+                self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "VideoWriter":
         return self

@@ -30,9 +30,12 @@ def test_keyframes_are_hit_exactly(mode):
     ends = np.cumsum([s.frames for s in segs])
     for k, (seg, end) in enumerate(zip(segs, ends)):
         start = end - seg.frames
-        assert torch.allclose(lat[start + seg.transition - 1], keys[k + 1], atol=1e-12)  # t = 1
-        assert torch.allclose(lat[end - 1], keys[k + 1], atol=1e-12)  # held to the segment's end
-    assert not torch.allclose(lat[0], keys[0])  # frame 0 has already left the identity (t = 1/m)
+        assert torch.equal(lat[start + seg.transition - 1], keys[k + 1])  # t = 1
+        assert torch.equal(lat[end - 1], keys[k + 1])  # held to the segment's end
+        if k > 0:  # t = 0 of this transition is the previous segment's last frame: the previous keyframe
+            assert torch.equal(lat[start - 1], keys[k])
+    assert torch.equal(lat[0], keys[0])  # the video opens on the identity
+    assert not torch.equal(lat[1], keys[0]) and not torch.equal(lat[1], keys[1])
     batched = torch.cat([b for _, b in sched.batches(7)])
     assert torch.equal(batched, lat)
 
@@ -73,12 +76,18 @@ def test_slerp_keeps_to_the_great_circle():
 
 
 def test_bad_scripts_and_directions_fail_before_rendering():
-    with pytest.raises(Exception, match="unknown emotion 'grumpy'"):
+    from stylemotion.errors import InputError
+
+    with pytest.raises(InputError, match="unknown emotion 'grumpy'"):
         parse_script("happy:1,grumpy:2")
     with pytest.raises(ConfigError, match="duration must be positive"):
         parse_script("happy:-1")
     with pytest.raises(ConfigError, match="emotion:seconds"):
         parse_script("happy")
+    with pytest.raises(ConfigError, match="coefficient must be a finite"):
+        parse_script("happy:1:nan")
+    with pytest.raises(ConfigError, match="transition must be a finite"):
+        build_segments([1.0], 10, float("nan"))
     G = make_generator()
     other = random_directions(G.w_dim + 4)
     with pytest.raises(ShapeError, match="directions of another model"):

@@ -67,6 +67,31 @@ def test_ctrl_c_leaves_a_playable_file_of_the_frames_done(tmp_path):
     assert not (tmp_path / "err.mp4").exists() and not list(tmp_path.glob(".err*"))
 
 
+def test_a_real_sigint_mid_write_still_leaves_a_playable_file(tmp_path):
+    """SIGINT arrives whenever it arrives, possibly inside a pipe write; ffmpeg must still finish the file."""
+    import os
+    import signal
+    import threading
+
+    frames = np.repeat(moving_frames(n=1, h=240, w=320), 20, axis=0)
+    timer = threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(tmp_path / "sig.mp4", fps=25) as writer:
+            timer.start()
+            for _ in range(10_000):
+                writer.write(frames)
+    timer.cancel()
+    info = ffprobe(tmp_path / "sig.mp4")
+    assert info["codec_name"] == "h264" and int(info["nb_read_frames"]) > 0
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_non_integer_fps_is_stamped_exactly(tmp_path):
+    with VideoWriter(tmp_path / "ntsc.mp4", fps=30000 / 1001) as writer:
+        writer.write(moving_frames(n=6))
+    assert ffprobe(tmp_path / "ntsc.mp4")["r_frame_rate"] == "30000/1001"
+
+
 def test_gif_and_png_frames(tmp_path):
     from PIL import Image
 
@@ -75,10 +100,21 @@ def test_gif_and_png_frames(tmp_path):
         writer.write(frames)
     gif = Image.open(tmp_path / "v.gif")
     assert gif.n_frames == 4 and gif.info["duration"] == 200
+    held = np.concatenate([frames[:1]] * 3 + [frames[1:2]] * 3)  # holds: identical frames merge, time stays
+    with VideoWriter(tmp_path / "h.gif", fps=30) as writer:
+        writer.write(held)
+    gif = Image.open(tmp_path / "h.gif")
+    total = 0
+    for i in range(gif.n_frames):
+        gif.seek(i)
+        total += gif.info["duration"]
+    assert total == 200  # 6 frames at 30 fps
     with VideoWriter(tmp_path / "pngs", fps=5) as writer:
         writer.write(frames)
     assert sorted(p.name for p in (tmp_path / "pngs").iterdir())[0] == "frame000000.png"
     assert len(list((tmp_path / "pngs").iterdir())) == 4
+    with pytest.raises(InputError, match="new or empty folder"):
+        VideoWriter(tmp_path / "pngs", fps=5)
 
 
 def test_unwritable_or_unsupported_outputs(tmp_path):
