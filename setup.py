@@ -27,10 +27,11 @@ setup(
     ],
     extras_require={
         "gpu": ["onnxruntime-gpu>=1.17"],
-        "tensorrt": ["tensorrt>=10.0", "onnx>=1.15"],
+        "tensorrt": ["tensorrt>=10.0", "onnx>=1.15", "onnxscript>=0.2"],
         "ray": ["ray>=2.9"],
+        "onnx": ["onnx>=1.15", "onnxscript>=0.2", "onnxruntime>=1.17"],  # export and verify (CPU)
         "dev": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21",  # skimage: real face photos for tests
-                "onnx>=1.15", "onnxruntime>=1.17"],
+                "onnx>=1.15", "onnxscript>=0.2", "onnxruntime>=1.17"],
     },
     entry_points={"console_scripts": ["stylemotion=stylemotion.cli:main"]},
 )

@@ -354,6 +354,49 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_profile(text: str):
+    from .export.spec import BatchProfile
+
+    try:
+        lo, opt, hi = (int(v) for v in text.split(":"))
+    except ValueError as exc:
+        raise ConfigError(f"--batch {text!r}: expected MIN:OPT:MAX, e.g. 1:8:32") from exc
+    if not 1 <= lo <= opt <= hi:
+        raise ConfigError(f"--batch {text!r}: need 1 <= min <= opt <= max")
+    return BatchProfile(lo, opt, hi)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoints.vgg16 import load_vgg16
+    from .export.networks import emotion_cnn_spec, lstm_specs, mapping_spec, synthesis_spec, vgg16_spec
+    from .export.onnx_export import export_onnx
+
+    profile = _batch_profile(args.batch)
+    G = _load(args.ckpt, "cpu")
+    specs = [synthesis_spec(G, profile), mapping_spec(G, profile)]
+    vgg, _ = load_vgg16(args.vgg)
+    if vgg.random_weights:
+        print("note: vgg16.onnx has seeded RANDOM weights (pass --vgg for ImageNet features)", file=sys.stderr)
+    specs.append(vgg16_spec(vgg, profile))
+    if args.lstm:
+        from .pipeline.sequence import load_lstm
+
+        specs += lstm_specs(load_lstm(args.lstm), profile)
+    if args.emotion_cnn is not None:
+        from .checkpoints.emotion_cnn import load_emotion_cnn
+
+        specs.append(emotion_cnn_spec(load_emotion_cnn(args.emotion_cnn or None), profile))
+    source = args.ckpt if Path(args.ckpt).is_file() else None
+    for spec in specs:
+        path = export_onnx(spec, args.out, source=source, config=G.config.to_dict() if spec.name in
+                           ("synthesis", "mapping") else None)
+        checks = json.loads(path.with_suffix(".json").read_text())["checks"]["ort_relative_error"]
+        worst = max(checks.values())
+        print(f"{path}: checked (onnx full check, shape inference, ONNX Runtime vs PyTorch at batch "
+              f"{', '.join(checks)}: max relative error {worst:.1e})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stylemotion", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"stylemotion {__version__}")
@@ -506,6 +549,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=cmd_eval)
+
+    ex = sub.add_parser("export", help="export the networks to ONNX, each checked with ONNX Runtime")
+    ex.add_argument("ckpt")
+    ex.add_argument("--out", required=True, help="folder for the .onnx files and their .json sidecars")
+    ex.add_argument("--batch", default="1:8:32", help="batch profile MIN:OPT:MAX (default 1:8:32)")
+    ex.add_argument("--vgg", default=None, help="VGG16 weights (default: seeded random, declared)")
+    ex.add_argument("--lstm", default=None, help="also export lstm_seq.onnx and lstm_step.onnx")
+    ex.add_argument("--emotion-cnn", nargs="?", const="", default=None,
+                    help="also export emotion_cnn.onnx (optional HDF5 path; default fer's weights)")
+    ex.set_defaults(func=cmd_export)
     return p
 
 

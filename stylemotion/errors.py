@@ -27,3 +27,7 @@ class MissingDependencyError(StylemotionError, ImportError):
 
 class InputError(StylemotionError, ValueError):
     """A user-supplied input file or value is unusable (names it)."""
+
+
+class ExportError(StylemotionError):
+    """An export failed or its graph did not pass the checks (names the network and the check)."""

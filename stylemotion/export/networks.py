@@ -1,0 +1,132 @@
+"""Export specs of every network: thin wrappers that fix what the graph bakes in, plus their I/O descriptions."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models.emotion_cnn import EMOTIONS, INPUT_SIZE, EmotionCNN
+from ..models.emotion_lstm import EmotionLSTM
+from ..models.stylegan2 import Generator
+from ..models.vgg16 import VGG16
+from .spec import BatchProfile, ExportSpec, TensorSpec
+
+
+class _Synthesis(nn.Module):
+    """ws -> images with the batch-independent modulated conv, constant noise, float32 (DESIGN.md section 5)."""
+
+    def __init__(self, G: Generator):
+        super().__init__()
+        self.G = G
+
+    def forward(self, ws: torch.Tensor) -> torch.Tensor:
+        return self.G.synthesis(ws, noise_mode="const", precision="fp32", fused_modconv=False)
+
+
+class _Mapping(nn.Module):
+    """z, psi -> ws: truncation ``w_avg + psi * (w - w_avg)`` with psi as an input (shape [1])."""
+
+    def __init__(self, G: Generator):
+        super().__init__()
+        self.G = G
+
+    def forward(self, z: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+        ws = self.G.mapping(z)
+        w_avg = self.G.mapping.w_avg
+        return w_avg + psi.reshape(1, 1, 1) * (ws - w_avg)
+
+
+class _VGGFeatures(nn.Module):
+    """RGB in [0, 1] at 224x224 -> the 512-D conv5_3 features ACD uses (ImageNet normalisation inside)."""
+
+    def __init__(self, vgg: VGG16):
+        super().__init__()
+        self.vgg = vgg
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vgg((images - self.mean) / self.std, ["conv5_3"])["conv5_3"].mean(dim=(2, 3))
+
+
+class _LSTMSeq(nn.Module):
+    def __init__(self, lstm: EmotionLSTM):
+        super().__init__()
+        self.lstm = lstm
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lstm(ids)[0]
+
+
+class _LSTMStep(nn.Module):
+    def __init__(self, lstm: EmotionLSTM):
+        super().__init__()
+        self.lstm = lstm
+
+    def forward(self, ids: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        logits, (h2, c2) = self.lstm.step(ids, (h, c))
+        return logits, h2, c2
+
+
+class _EmotionProbs(nn.Module):
+    def __init__(self, model: EmotionCNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        return self.model.probabilities(faces)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def synthesis_spec(G: Generator, profile: BatchProfile = BatchProfile()) -> ExportSpec:
+    res, c = G.img_resolution, G.img_channels
+    return ExportSpec(
+        "synthesis", _Synthesis(G).eval(), (TensorSpec("ws", ("batch", G.num_ws, G.w_dim)),),
+        (TensorSpec("images", ("batch", c, res, res)),),
+        lambda n, s=0: (G.mapping(torch.randn(n, G.z_dim, generator=_gen(s)).to(G.mapping.w_avg.device)),),
+        profile, "ws [batch, num_ws, w_dim] float32 -> images [batch, C, H, W] float32 in about [-1, 1]")
+
+
+def mapping_spec(G: Generator, profile: BatchProfile = BatchProfile()) -> ExportSpec:
+    return ExportSpec(
+        "mapping", _Mapping(G).eval(), (TensorSpec("z", ("batch", G.z_dim)), TensorSpec("psi", (1,))),
+        (TensorSpec("ws", ("batch", G.num_ws, G.w_dim)),),
+        lambda n, s=0: (torch.randn(n, G.z_dim, generator=_gen(s)), torch.tensor([0.7])),
+        profile, "z [batch, z_dim], psi [1] -> ws [batch, num_ws, w_dim], truncated toward w_avg")
+
+
+def vgg16_spec(vgg: VGG16, profile: BatchProfile = BatchProfile()) -> ExportSpec:
+    return ExportSpec(
+        "vgg16", _VGGFeatures(vgg).eval(), (TensorSpec("images", ("batch", 3, 224, 224)),),
+        (TensorSpec("features", ("batch", 512)),),
+        lambda n, s=0: (torch.rand(n, 3, 224, 224, generator=_gen(s)),),
+        profile, "RGB [batch, 3, 224, 224] in [0, 1] -> conv5_3 features [batch, 512]")
+
+
+def lstm_specs(lstm: EmotionLSTM, profile: BatchProfile = BatchProfile()) -> list[ExportSpec]:
+    cfg = lstm.config
+    seq = ExportSpec(
+        "lstm_seq", _LSTMSeq(lstm).eval(), (TensorSpec("ids", ("batch", "time"), "int64"),),
+        (TensorSpec("logits", ("batch", "time", cfg.num_emotions)),),
+        lambda n, s=0: (torch.randint(cfg.num_emotions, (n, 12), generator=_gen(s)),),
+        profile, "emotion ids [batch, time] int64 -> next-emotion logits [batch, time, E]")
+    state = (cfg.layers, "batch", cfg.hidden)
+    step = ExportSpec(
+        "lstm_step", _LSTMStep(lstm).eval(),
+        (TensorSpec("ids", ("batch",), "int64"), TensorSpec("h", state), TensorSpec("c", state)),
+        (TensorSpec("logits", ("batch", cfg.num_emotions)), TensorSpec("h_out", state), TensorSpec("c_out", state)),
+        lambda n, s=0: (torch.randint(cfg.num_emotions, (n,), generator=_gen(s)),
+                        torch.randn(cfg.layers, n, cfg.hidden, generator=_gen(s + 1)),
+                        torch.randn(cfg.layers, n, cfg.hidden, generator=_gen(s + 2))),
+        profile, "one step: ids [batch], h, c [layers, batch, hidden] -> logits [batch, E], h_out, c_out")
+    return [seq, step]
+
+
+def emotion_cnn_spec(model: EmotionCNN, profile: BatchProfile = BatchProfile()) -> ExportSpec:
+    return ExportSpec(
+        "emotion_cnn", _EmotionProbs(model).eval(), (TensorSpec("faces", ("batch", 1, INPUT_SIZE, INPUT_SIZE)),),
+        (TensorSpec("probabilities", ("batch", len(EMOTIONS))),),
+        lambda n, s=0: (torch.rand(n, 1, INPUT_SIZE, INPUT_SIZE, generator=_gen(s)) * 2 - 1,),
+        profile, "grayscale faces [batch, 1, 64, 64] in [-1, 1] -> FER-2013 probabilities [batch, 7]")

@@ -1,0 +1,117 @@
+"""Export an ExportSpec to ONNX with torch's dynamo exporter (opset 18), then prove the file.
+
+Every export is checked before it is moved into place: ``onnx.checker`` (full check), shape inference, and ONNX
+Runtime against PyTorch on fresh random inputs at several batch sizes (relative error: max |diff| / max |ref|).
+A JSON sidecar (``<name>.json``) records the source checkpoint's hash, the spec, the opset, versions and the
+check results. Files are written into a temporary folder and renamed into place only when every check passed;
+the weights may sit in ``<name>.onnx.data`` beside the graph (the name is referenced inside the graph).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .._optional import require
+from ..errors import ExportError
+from .spec import ExportSpec
+
+OPSET = 18
+FP32_REL_TOL = 1e-4
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_onnx(path: str | os.PathLike, spec: ExportSpec, batches: Sequence[int]) -> dict:
+    """ONNX Runtime (CPU) against the PyTorch module on fresh random inputs; returns the relative errors."""
+    ort = require("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    expected = [s.name for s in spec.inputs]
+    if names != expected:
+        raise ExportError(f"{path}: graph inputs {names}, spec says {expected}")
+    results = {}
+    for n in batches:
+        inputs = spec.sample(n, 1000 + n)  # fresh inputs, not the ones used to trace
+        with torch.no_grad():
+            ref = spec.module(*inputs)
+        refs = ref if isinstance(ref, (tuple, list)) else (ref,)
+        outs = session.run(None, {s.name: x.cpu().numpy() for s, x in zip(spec.inputs, inputs)})
+        errs = []
+        for o, r, s in zip(outs, refs, spec.outputs):
+            r = r.detach().cpu().numpy()
+            if o.shape != r.shape:
+                raise ExportError(f"{path}: output {s.name!r} at batch {n} has shape {list(o.shape)}, "
+                                  f"PyTorch gives {list(r.shape)}")
+            errs.append(float(np.abs(o - r).max() / max(float(np.abs(r).max()), 1e-12)))
+        results[str(n)] = max(errs)
+    return results
+
+
+def export_onnx(spec: ExportSpec, out_dir: str | os.PathLike, *, source: str | os.PathLike | None = None,
+                config: dict | None = None, batches: Sequence[int] | None = None,
+                tolerance: float = FP32_REL_TOL) -> Path:
+    """Write ``<out_dir>/<spec.name>.onnx`` (+ ``.onnx.data`` when external) and ``<spec.name>.json``."""
+    onnx = require("onnx", extra="tensorrt", package="onnx")
+    require("onnxscript", package="onnxscript")  # torch's dynamo exporter needs it
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{out_dir}: cannot create the export folder ({exc})") from exc
+    work = out_dir / f".export-{spec.name}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        onnx_path = work / f"{spec.name}.onnx"
+        sample = spec.sample(max(spec.profile.opt, 2))
+        try:
+            with torch.no_grad():
+                torch.onnx.export(spec.module, sample, str(onnx_path), dynamo=True, opset_version=OPSET,
+                                  input_names=[s.name for s in spec.inputs],
+                                  output_names=[s.name for s in spec.outputs],
+                                  dynamic_shapes=spec.dynamic_shapes())
+        except Exception as exc:  # the exporter raises many internal error types
+            raise ExportError(f"{spec.name}: torch.onnx.export (dynamo, opset {OPSET}) failed: "
+                              f"{type(exc).__name__}: {str(exc)[:500]}") from exc
+        try:
+            onnx.checker.check_model(str(onnx_path), full_check=True)
+            onnx.shape_inference.infer_shapes_path(str(onnx_path), str(work / "inferred.onnx"))
+            (work / "inferred.onnx").unlink()
+        except Exception as exc:  # onnx's checker and inference raise their own error types
+            raise ExportError(f"{spec.name}: the exported graph fails onnx checks: {exc}") from exc
+        sizes = sorted(set(batches or (spec.profile.min, 3, min(16, spec.profile.max))))
+        errors = verify_onnx(onnx_path, spec, sizes)
+        bad = {n: e for n, e in errors.items() if not e < tolerance}
+        if bad:
+            raise ExportError(f"{spec.name}: ONNX Runtime differs from PyTorch beyond {tolerance:g} (relative) "
+                              f"at batch sizes {bad}")
+        sidecar = {
+            "name": spec.name, "description": spec.description, "opset": OPSET, "exporter": "torch.onnx dynamo",
+            "inputs": [asdict(s) for s in spec.inputs], "outputs": [asdict(s) for s in spec.outputs],
+            "profile": asdict(spec.profile), "source": str(source) if source else None,
+            "source_sha256": file_sha256(source) if source and Path(source).is_file() else None,
+            "config": config, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": require("onnxruntime").__version__,
+            "checks": {"onnx_checker_full": True, "shape_inference": True, "ort_relative_error": errors,
+                       "tolerance": tolerance},
+        }
+        (work / f"{spec.name}.json").write_text(json.dumps(sidecar, indent=2))
+        for f in sorted(work.iterdir(), key=lambda p: p.suffix == ".onnx"):  # the graph last
+            os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out_dir / f"{spec.name}.onnx"

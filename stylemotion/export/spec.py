@@ -1,0 +1,54 @@
+"""One frozen description per exported network: names, dtypes, symbolic dims, sample inputs, batch profile.
+
+The exporter, the verifier (and later the TensorRT builder and the runtime's buffer allocation) all read the
+spec; nothing about a network's I/O is repeated elsewhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple  # ints, or a str naming a symbolic (dynamic) dimension, e.g. ("batch", 14, 512)
+    dtype: str = "float32"  # also "int64" for emotion ids
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """min / opt / max of the dynamic batch axis (a TensorRT optimization profile, and the tested sizes)."""
+
+    min: int = 1
+    opt: int = 8
+    max: int = 32
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    name: str  # file stem: synthesis, mapping, vgg16, lstm_seq, lstm_step, emotion_cnn
+    module: nn.Module = field(repr=False, compare=False)  # a wrapper whose forward takes the inputs in order
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    sample: Callable[[int], tuple[torch.Tensor, ...]] = field(repr=False, compare=False)  # batch -> inputs
+    profile: BatchProfile = BatchProfile()
+    description: str = ""
+
+    def dynamic_shapes(self) -> dict:
+        """torch.export dynamic shapes: one shared Dim per symbolic name (with the profile's range for batch)."""
+        dims: dict[str, torch.export.Dim] = {}
+        out = {}
+        for spec in self.inputs:
+            axes = {}
+            for i, d in enumerate(spec.shape):
+                if isinstance(d, str):
+                    if d not in dims:
+                        lo, hi = (self.profile.min, self.profile.max) if d == "batch" else (1, 4096)
+                        dims[d] = torch.export.Dim(d, min=lo, max=hi)
+                    axes[i] = dims[d]
+            out[spec.name] = axes or None
+        return out
