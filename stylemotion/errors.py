@@ -31,3 +31,7 @@ class InputError(StylemotionError, ValueError):
 
 class ExportError(StylemotionError):
     """An export failed or its graph did not pass the checks (names the network and the check)."""
+
+
+class EngineError(StylemotionError):
+    """An engine cannot be built, loaded or run (names the file, backend and what failed)."""

@@ -1,0 +1,79 @@
+"""``open_engine``: pick the fastest backend available here, and say which and why.
+
+``backend="auto"`` tries, in order: TensorRT (not built yet in this release: reported as unavailable),
+ONNX Runtime CUDA, PyTorch CUDA (FP16 blocks, CUDA graphs), ONNX Runtime CPU (needs ``synthesis.onnx`` from
+``stylemotion export``), PyTorch CPU. ``EngineInfo.detail`` records the choice and the reasons others were
+passed over.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError, EngineError
+from ..models.stylegan2 import Generator
+from .base import Engine
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+
+
+def _ort_providers() -> list[str]:
+    if importlib.util.find_spec("onnxruntime") is None:
+        return []
+    import onnxruntime
+
+    return onnxruntime.get_available_providers()
+
+
+def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = None,
+                device: str | None = None, onnx_path: str | os.PathLike | None = None,
+                cuda_graphs: bool | None = None, max_batch: int = 64, threads: int | None = None) -> Engine:
+    """An engine for ``G``'s synthesis network (``onnx_path``: its exported ``synthesis.onnx``)."""
+    from .ort_engine import OrtEngine
+    from .torch_engine import TorchEngine
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise EngineError(f"device {device!r} asked for, but CUDA is not available")
+    onnx_file = Path(onnx_path) if onnx_path else None
+    if onnx_file is not None and not onnx_file.is_file():
+        raise EngineError(f"{onnx_file}: no such ONNX file (make one with `stylemotion export`)")
+    providers = _ort_providers()
+    shape = dict(num_ws=G.num_ws, w_dim=G.w_dim, resolution=G.img_resolution, max_batch=max_batch)
+    passed: list[str] = []
+
+    if backend in ("auto", "tensorrt"):
+        reason = ("the native TensorRT backend is not part of this release" if importlib.util.find_spec("tensorrt")
+                  else "the tensorrt package is not installed (pip install 'stylemotion[tensorrt]')")
+        if backend == "tensorrt":
+            raise EngineError(f"TensorRT engine unavailable: {reason}")
+        passed.append(f"tensorrt: {reason}")
+    if backend in ("auto", "onnxruntime") and cuda:
+        if "CUDAExecutionProvider" in providers and onnx_file is not None and precision in (None, "fp32"):
+            return OrtEngine(onnx_file, provider="cuda", **shape, detail="; ".join(["chosen: ORT CUDA"] + passed))
+        passed.append("onnxruntime cuda: " + ("no CUDAExecutionProvider (install onnxruntime-gpu)"
+                                              if "CUDAExecutionProvider" not in providers else
+                                              "no synthesis.onnx given" if onnx_file is None else "fp16 asked"))
+    if backend in ("auto", "torch") and cuda:
+        return TorchEngine(G, device=device or "cuda", precision=precision or "fp16",
+                           cuda_graphs=True if cuda_graphs is None else cuda_graphs, max_batch=max_batch,
+                           detail="; ".join(["chosen: PyTorch CUDA"] + passed))
+    if backend in ("auto", "onnxruntime"):
+        if "CPUExecutionProvider" in providers and onnx_file is not None and precision in (None, "fp32"):
+            return OrtEngine(onnx_file, provider="cpu", threads=threads, **shape,
+                             detail="; ".join(["chosen: ORT CPU"] + passed))
+        why = ("onnxruntime is not installed (pip install 'stylemotion[onnx]')" if not providers else
+               "no synthesis.onnx given (make one with `stylemotion export`)" if onnx_file is None else
+               "fp16 asked (ORT CPU runs fp32)")
+        if backend == "onnxruntime":
+            raise EngineError(f"ONNX Runtime engine unavailable: {why}")
+        passed.append(f"onnxruntime cpu: {why}")
+    if precision == "fp16":
+        raise EngineError("fp16 needs CUDA (PyTorch CUDA or ONNX Runtime/TensorRT on a GPU); this is the CPU")
+    return TorchEngine(G, device="cpu", precision="fp32", max_batch=max_batch,
+                       detail="; ".join(["chosen: PyTorch CPU"] + passed))
