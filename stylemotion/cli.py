@@ -397,6 +397,36 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from .engines.cache import EngineCache
+    from .engines.factory import tensorrt_engine
+
+    if args.backend != "tensorrt":
+        raise ConfigError("only TensorRT plans are prebuilt; torch and onnxruntime engines need no build step")
+    onnx_file = Path(args.onnx) / "synthesis.onnx" if Path(args.onnx).is_dir() else Path(args.onnx)
+    if not onnx_file.is_file():
+        raise ConfigError(f"{onnx_file}: no such ONNX file (make one with `stylemotion export`)")
+    G = _load(args.ckpt, "cpu")
+    engine = tensorrt_engine(G, onnx_file, precision=args.precision, profile=_batch_profile(args.batch),
+                             cache=EngineCache(args.cache))
+    print(f"{engine.info.backend} {engine.info.precision} on {engine.info.device}: {engine.info.detail}")
+    return 0
+
+
+def cmd_engines(args: argparse.Namespace) -> int:
+    from .engines.cache import EngineCache
+
+    cache = EngineCache(args.cache)
+    entries = cache.entries()
+    print(f"{cache.root}: {len(entries)} cached engine(s)")
+    for e in entries:
+        key = e.get("key", {})
+        print(f"  {Path(e['plan']).name}: {key.get('backend')} {key.get('backend_version')} "
+              f"{key.get('precision')} batch {key.get('profile')} on {key.get('gpu')} "
+              f"(sm {key.get('compute_capability')}), {e.get('bytes', '?')} bytes")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stylemotion", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"stylemotion {__version__}")
@@ -559,6 +589,19 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--emotion-cnn", nargs="?", const="", default=None,
                     help="also export emotion_cnn.onnx (optional HDF5 path; default fer's weights)")
     ex.set_defaults(func=cmd_export)
+
+    bd = sub.add_parser("build", help="prebuild a TensorRT plan into the engine cache")
+    bd.add_argument("ckpt")
+    bd.add_argument("--onnx", required=True, help="synthesis.onnx, or the folder `stylemotion export` wrote")
+    bd.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime", "torch"])
+    bd.add_argument("--precision", default="fp16", choices=["fp16", "fp32"])
+    bd.add_argument("--batch", default="1:8:32", help="optimization profile MIN:OPT:MAX")
+    bd.add_argument("--cache", default=None, help="cache folder (default $STYLEMOTION_CACHE_DIR or ~/.cache/stylemotion)")
+    bd.set_defaults(func=cmd_build)
+
+    en = sub.add_parser("engines", help="list the engines in the cache")
+    en.add_argument("--cache", default=None)
+    en.set_defaults(func=cmd_engines)
     return p
 
 

@@ -35,3 +35,7 @@ class ExportError(StylemotionError):
 
 class EngineError(StylemotionError):
     """An engine cannot be built, loaded or run (names the file, backend and what failed)."""
+
+
+class EngineBuildError(EngineError):
+    """Building an engine (e.g. a TensorRT plan) failed (names the file and the builder's message)."""

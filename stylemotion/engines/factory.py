@@ -15,7 +15,9 @@ import torch
 
 from ..errors import ConfigError, EngineError
 from ..models.stylegan2 import Generator
+from ..export.spec import BatchProfile
 from .base import Engine
+from .cache import CacheKey, EngineCache, gpu_identity
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 
@@ -30,8 +32,11 @@ def _ort_providers() -> list[str]:
 
 def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = None,
                 device: str | None = None, onnx_path: str | os.PathLike | None = None,
-                cuda_graphs: bool | None = None, max_batch: int = 64, threads: int | None = None) -> Engine:
-    """An engine for ``G``'s synthesis network (``onnx_path``: its exported ``synthesis.onnx``)."""
+                cuda_graphs: bool | None = None, max_batch: int = 64, threads: int | None = None,
+                profile: BatchProfile | None = None, cache: EngineCache | None = None) -> Engine:
+    """An engine for ``G``'s synthesis network (``onnx_path``: its exported ``synthesis.onnx``).
+
+    TensorRT plans are built for ``profile`` (default: the spec's 1/8/32) and kept in ``cache``."""
     from .ort_engine import OrtEngine
     from .torch_engine import TorchEngine
 
@@ -48,8 +53,12 @@ def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = 
     passed: list[str] = []
 
     if backend in ("auto", "tensorrt"):
-        reason = ("the native TensorRT backend is not part of this release" if importlib.util.find_spec("tensorrt")
-                  else "the tensorrt package is not installed (pip install 'stylemotion[tensorrt]')")
+        reason = ("the tensorrt package is not installed (pip install 'stylemotion[tensorrt]')"
+                  if importlib.util.find_spec("tensorrt") is None else "no CUDA device" if not cuda else
+                  "no synthesis.onnx given (make one with `stylemotion export`)" if onnx_file is None else None)
+        if reason is None:
+            return tensorrt_engine(G, onnx_file, precision=precision or "fp16", cache=cache,
+                                   profile=profile, detail="; ".join(["chosen: TensorRT"] + passed))
         if backend == "tensorrt":
             raise EngineError(f"TensorRT engine unavailable: {reason}")
         passed.append(f"tensorrt: {reason}")
@@ -77,3 +86,44 @@ def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = 
         raise EngineError("fp16 needs CUDA (PyTorch CUDA or ONNX Runtime/TensorRT on a GPU); this is the CPU")
     return TorchEngine(G, device="cpu", precision="fp32", max_batch=max_batch,
                        detail="; ".join(["chosen: PyTorch CPU"] + passed))
+
+
+def tensorrt_key(onnx_file: Path, *, precision: str, profile: BatchProfile, device: str = "cuda",
+                 trt_version: str | None = None) -> CacheKey:
+    """Everything a TensorRT plan depends on (the cache key)."""
+    from ..export.onnx_export import file_sha256
+
+    if trt_version is None:
+        import tensorrt
+
+        trt_version = tensorrt.__version__
+    gpu, capability = gpu_identity(device)
+    return CacheKey("synthesis", file_sha256(onnx_file), "tensorrt", trt_version, gpu, capability, precision,
+                    (profile.min, profile.opt, profile.max))
+
+
+def tensorrt_engine(G: Generator, onnx_file: Path, *, precision: str = "fp16", profile: BatchProfile | None = None,
+                    cache: EngineCache | None = None, detail: str = "") -> Engine:
+    """Load the plan for this ONNX file, GPU, TensorRT version, precision and profile from the cache, or build it."""
+    from ..export.networks import synthesis_spec
+    from .trt_build import build_plan
+    from .trt_engine import TensorRTEngine
+
+    spec = synthesis_spec(G)
+    profile = profile or spec.profile
+    cache = cache or EngineCache()
+    key = tensorrt_key(onnx_file, precision=precision, profile=profile)
+    plan = cache.load(key)
+    how = "plan from the cache"
+    if plan is None:
+        plan = build_plan(onnx_file, spec, precision=precision, profile=profile,
+                          timing_cache=cache.root / "tensorrt-timing.cache")
+        cache.store(key, plan)
+        how = "plan built and cached"
+    try:
+        return TensorRTEngine(plan, num_ws=G.num_ws, w_dim=G.w_dim, resolution=G.img_resolution,
+                              channels=G.img_channels, precision=precision, min_batch=profile.min,
+                              max_batch=profile.max, detail=f"{detail}; {how}")
+    except EngineError:
+        cache.remove(key)  # a plan that does not load here is never trusted again
+        raise

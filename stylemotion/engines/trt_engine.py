@@ -1,0 +1,44 @@
+"""Run a TensorRT plan with ``execute_async_v3`` on device buffers owned by PyTorch, on PyTorch's stream.
+
+Output buffers are allocated once per batch size and reused (the returned tensor is that buffer).
+"""
+from __future__ import annotations
+
+import torch
+
+from .._optional import require
+from ..errors import EngineError
+from .base import EngineInfo, check_ws
+
+
+class TensorRTEngine:
+    def __init__(self, plan: bytes, *, num_ws: int, w_dim: int, resolution: int, channels: int = 3,
+                 precision: str = "fp16", min_batch: int = 1, max_batch: int = 32, device_id: int = 0,
+                 detail: str = ""):
+        trt = require("tensorrt", extra="tensorrt")
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self.engine = self._runtime.deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise EngineError("TensorRT could not deserialize the plan (built for another GPU or TensorRT version?)")
+        self.context = self.engine.create_execution_context()
+        self.device = torch.device("cuda", device_id)
+        self.channels = channels
+        self._outputs: dict[int, torch.Tensor] = {}
+        self.info = EngineInfo("tensorrt", precision, str(self.device), min_batch, max_batch, resolution, num_ws,
+                               w_dim, detail)
+
+    def run(self, ws: torch.Tensor) -> torch.Tensor:
+        ws = check_ws(ws, self.info).to(self.device)
+        batch = ws.shape[0]
+        out = self._outputs.get(batch)
+        if out is None:
+            res = self.info.resolution
+            out = self._outputs[batch] = torch.empty(batch, self.channels, res, res, device=self.device)
+        self.context.set_input_shape("ws", tuple(ws.shape))
+        self.context.set_tensor_address("ws", ws.data_ptr())
+        self.context.set_tensor_address("images", out.data_ptr())
+        stream = torch.cuda.current_stream(self.device)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise EngineError("TensorRT execute_async_v3 failed")
+        return out
