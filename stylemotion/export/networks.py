@@ -89,6 +89,25 @@ def synthesis_spec(G: Generator, profile: BatchProfile = BatchProfile()) -> Expo
         profile, "ws [batch, num_ws, w_dim] float32 -> images [batch, C, H, W] float32 in about [-1, 1]")
 
 
+def synthesis_fp16_spec(G: Generator, profile: BatchProfile = BatchProfile(), min_psnr: float = 35.0) -> ExportSpec:
+    """The whole synthesis network in FP16 (ws and images float16), the activation clamp kept; checked by PSNR
+    against the float32 network. Needs ``conv_clamp`` (FP16 activations overflow without it)."""
+    import copy
+
+    from ..errors import ExportError
+
+    if G.config.conv_clamp is None:
+        raise ExportError("an FP16 synthesis graph needs conv_clamp (e.g. 256) so activations cannot overflow")
+    half = copy.deepcopy(G).half()
+    res, c = G.img_resolution, G.img_channels
+    return ExportSpec(
+        "synthesis_fp16", _Synthesis(half).eval(), (TensorSpec("ws", ("batch", G.num_ws, G.w_dim), "float16"),),
+        (TensorSpec("images", ("batch", c, res, res), "float16"),),
+        lambda n, s=0: (G.mapping(torch.randn(n, G.z_dim, generator=_gen(s)).to(G.mapping.w_avg.device)).half(),),
+        profile, "ws [batch, num_ws, w_dim] float16 -> images [batch, C, H, W] float16; clamp kept",
+        reference=_Synthesis(G).eval(), min_psnr=min_psnr)
+
+
 def mapping_spec(G: Generator, profile: BatchProfile = BatchProfile()) -> ExportSpec:
     return ExportSpec(
         "mapping", _Mapping(G).eval(), (TensorSpec("z", ("batch", G.z_dim)), TensorSpec("psi", (1,))),

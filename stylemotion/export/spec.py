@@ -37,6 +37,9 @@ class ExportSpec:
     sample: Callable[[int], tuple[torch.Tensor, ...]] = field(repr=False, compare=False)  # batch -> inputs
     profile: BatchProfile = BatchProfile()
     description: str = ""
+    # FP16 graphs are checked by PSNR (dB) against this float32 module, which takes the same inputs in float32.
+    reference: nn.Module | None = field(default=None, repr=False, compare=False)
+    min_psnr: float | None = None
 
     def dynamic_shapes(self) -> dict:
         """torch.export dynamic shapes: one shared Dim per symbolic name (with the profile's range for batch)."""

@@ -81,3 +81,17 @@ def test_a_graph_that_disagrees_with_pytorch_is_refused(exported, tmp_path):
     with pytest.raises(ExportError, match="differs from PyTorch"):
         export_onnx(spec, tmp_path, tolerance=0.0)
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".export-*"))
+
+
+def test_fp16_synthesis_graph_checked_by_psnr(tmp_path):
+    from stylemotion.export.networks import synthesis_fp16_spec
+
+    G = make_generator(num_fp16_res=2, conv_clamp=256.0)
+    path = export_onnx(synthesis_fp16_spec(G), tmp_path, batches=[1, 3])
+    sidecar = json.loads((tmp_path / "synthesis_fp16.json").read_text())
+    assert sidecar["inputs"][0]["dtype"] == "float16"
+    assert min(sidecar["checks"]["ort_psnr_db_vs_fp32"].values()) >= 35
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(float16)"
+    with pytest.raises(ExportError, match="needs conv_clamp"):
+        synthesis_fp16_spec(make_generator())
