@@ -368,8 +368,8 @@ def _batch_profile(text: str):
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .checkpoints.vgg16 import load_vgg16
-    from .export.networks import (emotion_cnn_spec, lstm_specs, mapping_spec, synthesis_fp16_spec, synthesis_spec,
-                                  vgg16_spec)
+    from .export.networks import (emotion_cnn_spec, lstm_specs, mapping_spec, synthesis_fp16_spec,
+                                  synthesis_noise_spec, synthesis_spec, vgg16_spec)
     from .export.onnx_export import export_onnx
 
     profile = _batch_profile(args.batch)
@@ -377,6 +377,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     specs = [synthesis_spec(G, profile), mapping_spec(G, profile)]
     if args.fp16:
         specs.append(synthesis_fp16_spec(G, profile))
+    if args.noise_inputs:
+        specs.append(synthesis_noise_spec(G, profile))
     vgg, _ = load_vgg16(args.vgg)
     if vgg.random_weights:
         print("note: vgg16.onnx has seeded RANDOM weights (pass --vgg for ImageNet features)", file=sys.stderr)
@@ -594,6 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--batch", default="1:8:32", help="batch profile MIN:OPT:MAX (default 1:8:32)")
     ex.add_argument("--vgg", default=None, help="VGG16 weights (default: seeded random, declared)")
     ex.add_argument("--fp16", action="store_true", help="also write synthesis_fp16.onnx (needs conv_clamp)")
+    ex.add_argument("--noise-inputs", action="store_true",
+                    help="also write synthesis_noise.onnx, with one noise input per layer")
     ex.add_argument("--lstm", default=None, help="also export lstm_seq.onnx and lstm_step.onnx")
     ex.add_argument("--emotion-cnn", nargs="?", const="", default=None,
                     help="also export emotion_cnn.onnx (optional HDF5 path; default fer's weights)")

@@ -89,6 +89,37 @@ def synthesis_spec(G: Generator, profile: BatchProfile = BatchProfile()) -> Expo
         profile, "ws [batch, num_ws, w_dim] float32 -> images [batch, C, H, W] float32 in about [-1, 1]")
 
 
+class _SynthesisNoise(nn.Module):
+    """ws plus one noise map per layer -> images (the variant with noise inputs)."""
+
+    def __init__(self, G: Generator):
+        super().__init__()
+        self.G = G
+        self.layers = list(G.synthesis.noise_layers())
+
+    def forward(self, ws: torch.Tensor, *noise: torch.Tensor) -> torch.Tensor:
+        return self.G.synthesis(ws, noise_mode="none", precision="fp32", fused_modconv=False,
+                                noise=dict(zip(self.layers, noise)))
+
+
+def synthesis_noise_spec(G: Generator, profile: BatchProfile = BatchProfile()) -> ExportSpec:
+    """Synthesis with explicit noise inputs ``noise_b8_conv0 [batch, 1, 8, 8]`` ... (unit Gaussian maps, before
+    each layer's noise strength), for callers that animate or seed the noise themselves."""
+    res, c = G.img_resolution, G.img_channels
+    layers = G.synthesis.noise_layers()
+    noise_specs = tuple(TensorSpec("noise_" + name.replace(".", "_"), ("batch", 1, r, r)) for name, r in layers.items())
+
+    def sample(n, s=0):
+        gen = _gen(s)
+        ws = G.mapping(torch.randn(n, G.z_dim, generator=gen).to(G.mapping.w_avg.device))
+        return (ws, *(torch.randn(n, 1, r, r, generator=gen) for r in layers.values()))
+
+    return ExportSpec("synthesis_noise", _SynthesisNoise(G).eval(),
+                      (TensorSpec("ws", ("batch", G.num_ws, G.w_dim)),) + noise_specs,
+                      (TensorSpec("images", ("batch", c, res, res)),), sample, profile,
+                      "ws [batch, num_ws, w_dim] + noise_<layer> [batch, 1, r, r] -> images [batch, C, H, W]")
+
+
 def synthesis_fp16_spec(G: Generator, profile: BatchProfile = BatchProfile(), min_psnr: float = 35.0) -> ExportSpec:
     """The whole synthesis network in FP16 (ws and images float16), the activation clamp kept; checked by PSNR
     against the float32 network. Needs ``conv_clamp`` (FP16 activations overflow without it)."""

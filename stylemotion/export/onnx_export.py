@@ -9,6 +9,7 @@ the weights may sit in ``<name>.onnx.data`` beside the graph (the name is refere
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -33,6 +34,16 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _shaped_like_signature(spec: ExportSpec) -> tuple:
+    """torch.export binds ``forward(ws, *noise)`` as ``(ws, (n1, n2, ...))``: group the dynamic shapes alike."""
+    params = list(inspect.signature(spec.module.forward).parameters.values())
+    shapes = spec.dynamic_shapes()
+    fixed = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return tuple(shapes[:len(fixed)]) + (tuple(shapes[len(fixed):]),)
+    return shapes
 
 
 def verify_onnx(path: str | os.PathLike, spec: ExportSpec, batches: Sequence[int]) -> dict:
@@ -91,7 +102,7 @@ def export_onnx(spec: ExportSpec, out_dir: str | os.PathLike, *, source: str | o
                 torch.onnx.export(spec.module, sample, str(onnx_path), dynamo=True, opset_version=OPSET,
                                   input_names=[s.name for s in spec.inputs],
                                   output_names=[s.name for s in spec.outputs],
-                                  dynamic_shapes=spec.dynamic_shapes())
+                                  dynamic_shapes=_shaped_like_signature(spec))
         except Exception as exc:  # the exporter raises many internal error types
             raise ExportError(f"{spec.name}: torch.onnx.export (dynamo, opset {OPSET}) failed: "
                               f"{type(exc).__name__}: {str(exc)[:500]}") from exc

@@ -41,10 +41,11 @@ class ExportSpec:
     reference: nn.Module | None = field(default=None, repr=False, compare=False)
     min_psnr: float | None = None
 
-    def dynamic_shapes(self) -> dict:
-        """torch.export dynamic shapes: one shared Dim per symbolic name (with the profile's range for batch)."""
+    def dynamic_shapes(self) -> tuple:
+        """torch.export dynamic shapes, one entry per input in order (so wrappers may take ``*inputs``): one
+        shared Dim per symbolic name, with the profile's range for "batch"."""
         dims: dict[str, torch.export.Dim] = {}
-        out = {}
+        out = []
         for spec in self.inputs:
             axes = {}
             for i, d in enumerate(spec.shape):
@@ -53,5 +54,5 @@ class ExportSpec:
                         lo, hi = (self.profile.min, self.profile.max) if d == "batch" else (1, 4096)
                         dims[d] = torch.export.Dim(d, min=lo, max=hi)
                     axes[i] = dims[d]
-            out[spec.name] = axes or None
-        return out
+            out.append(axes or None)
+        return tuple(out)

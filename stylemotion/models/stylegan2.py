@@ -246,10 +246,15 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("noise_const", torch.randn([resolution, resolution]))
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, *, noise_mode: str, fused: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, *, noise_mode: str, fused: bool,
+                noise_input: torch.Tensor | None = None) -> torch.Tensor:
+        """``noise_input``: an explicit noise map (``[N, 1, res, res]`` or ``[res, res]``, before the layer's
+        ``noise_strength``) that replaces whatever ``noise_mode`` would use."""
         styles = self.affine(w)
         noise = None
-        if noise_mode == "const":
+        if noise_input is not None:
+            noise = noise_input * self.noise_strength
+        elif noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         elif noise_mode == "random":
             noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device,
@@ -298,16 +303,18 @@ class SynthesisBlock(nn.Module):
         self.num_torgb = 1 if self.has_torgb else 0
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, *, dtype: torch.dtype,
-                noise_mode: str, fused_modconv: bool | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                noise_mode: str, fused_modconv: bool | None, noise: dict | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``ws [N, num_conv + num_torgb, w_dim]``; returns features ``[N, C, res, res]`` and the image."""
+        noise = noise or {}
         n = ws.shape[0]
         fused = fused_modconv if fused_modconv is not None else (dtype != torch.float16 or n == 1)
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).expand(n, -1, -1, -1)
-            x = self.conv1(x, ws[:, 0], noise_mode=noise_mode, fused=fused)
+            x = self.conv1(x, ws[:, 0], noise_mode=noise_mode, fused=fused, noise_input=noise.get("conv1"))
         else:
-            x = self.conv0(x.to(dtype), ws[:, 0], noise_mode=noise_mode, fused=fused)
-            x = self.conv1(x, ws[:, 1], noise_mode=noise_mode, fused=fused)
+            x = self.conv0(x.to(dtype), ws[:, 0], noise_mode=noise_mode, fused=fused, noise_input=noise.get("conv0"))
+            x = self.conv1(x, ws[:, 1], noise_mode=noise_mode, fused=fused, noise_input=noise.get("conv1"))
         if img is not None:
             img = upsample2d(img, self.resample_filter.to(img.dtype))
         if self.has_torgb:
@@ -333,14 +340,26 @@ class SynthesisNetwork(nn.Module):
             self.num_ws += block.num_conv + (block.num_torgb if is_last else 0)
             setattr(self, f"b{res}", block)
 
+    def noise_layers(self) -> dict[str, int]:
+        """Layer name -> resolution of every noise input, in forward order (``b4.conv1``, ``b8.conv0``, ...)."""
+        out = {}
+        for block in self.blocks():
+            for name in ("conv0", "conv1"):
+                if hasattr(block, name):
+                    out[f"b{block.resolution}.{name}"] = block.resolution
+        return out
+
     def blocks(self) -> list[SynthesisBlock]:
         return [getattr(self, f"b{res}") for res in self.block_resolutions]
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", *, precision: str = "auto",
-                force_fp32: bool = False, fused_modconv: bool | None = None) -> torch.Tensor:
+                force_fp32: bool = False, fused_modconv: bool | None = None,
+                noise: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """``precision``: ``'auto'`` runs the ``num_fp16_res`` highest resolutions in FP16 on CUDA and everything
         else in the parameters' dtype; ``'fp32'`` (or the official ``force_fp32=True``) never uses FP16;
-        ``'fp16'`` uses FP16 in those blocks on any device (the CPU too, to check FP16 numerics there)."""
+        ``'fp16'`` uses FP16 in those blocks on any device (the CPU too, to check FP16 numerics there).
+        ``noise``: explicit noise maps by layer (``{"b8.conv0": [N, 1, 8, 8], ...}``, see ``noise_layers``)
+        that replace ``noise_mode`` for those layers."""
         if noise_mode not in NOISE_MODES:
             raise ConfigError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         if precision not in PRECISIONS:
@@ -357,7 +376,9 @@ class SynthesisNetwork(nn.Module):
         for block in self.blocks():
             dtype = torch.float16 if block.use_fp16 and allow_fp16 else base
             block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-            x, img = block(x, img, block_ws, dtype=dtype, noise_mode=noise_mode, fused_modconv=fused_modconv)
+            block_noise = {k.split(".", 1)[1]: v for k, v in (noise or {}).items() if k.startswith(f"b{block.resolution}.")}
+            x, img = block(x, img, block_ws, dtype=dtype, noise_mode=noise_mode, fused_modconv=fused_modconv,
+                           noise=block_noise)
             w_idx += block.num_conv
         return img
 

@@ -95,3 +95,23 @@ def test_fp16_synthesis_graph_checked_by_psnr(tmp_path):
     assert session.get_inputs()[0].type == "tensor(float16)"
     with pytest.raises(ExportError, match="needs conv_clamp"):
         synthesis_fp16_spec(make_generator())
+
+
+def test_noise_input_variant_reproduces_const_noise(tmp_path):
+    from stylemotion.export.networks import synthesis_noise_spec
+
+    G = make_generator()
+    spec = synthesis_noise_spec(G)
+    assert [t.name for t in spec.inputs][:3] == ["ws", "noise_b4_conv1", "noise_b8_conv0"]
+    path = export_onnx(spec, tmp_path, batches=[1, 3])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ws = G.mapping(torch.randn(2, G.z_dim))
+    feeds = {"ws": ws.numpy()}
+    for name, buf in G.synthesis.named_buffers():
+        if name.endswith("noise_const"):  # "b8.conv0.noise_const" -> input "noise_b8_conv0"
+            key = "noise_" + name.rsplit(".", 1)[0].replace(".", "_")
+            feeds[key] = buf[None, None].expand(2, 1, -1, -1).numpy().copy()
+    got = session.run(None, feeds)[0]
+    with torch.no_grad():
+        ref = G.synthesis(ws, noise_mode="const").numpy()
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-4
