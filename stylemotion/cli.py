@@ -32,6 +32,15 @@ def _device(name: str) -> str:
     return name
 
 
+def _batch(args: argparse.Namespace, G) -> int:
+    """``--batch`` if given, else 8 on CUDA and 1 on the CPU (where batching does not help; bench/results)."""
+    if args.batch is not None:
+        if args.batch < 1:
+            raise ConfigError(f"--batch must be >= 1, got {args.batch}")
+        return args.batch
+    return 8 if G.mapping.w_avg.device.type == "cuda" else 1
+
+
 def _load(ckpt: str, device: str):
     from .checkpoints import load_generator
 
@@ -74,7 +83,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seeds = parse_seeds(args.seeds)
         ws = ws_from_seeds(G, seeds, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff)
         labels = [f"seed{s:04d}" for s in seeds]
-    batch = args.batch if args.batch is not None else (8 if G.mapping.w_avg.device.type == "cuda" else 1)
+    batch = _batch(args, G)
     frames = render(G, ws, batch_size=batch, noise_mode=args.noise_mode, progress=not args.quiet)
     save_png(args.out, make_grid(frames, cols=args.cols))
     if not args.grid_only:
@@ -96,8 +105,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
                              optimize_noise=args.optimize_noise, stop_loss=args.stop_loss,
                              plateau_patience=args.plateau, amp=args.amp, seed=args.seed).validate()
     G = _load(args.ckpt, args.device)
-    batch = args.batch if args.batch is not None else (
-        8 if G.mapping.w_avg.device.type == "cuda" and not args.optimize_noise else 1)
+    batch = 1 if args.optimize_noise and args.batch is None else _batch(args, G)
     if args.optimize_noise and batch != 1:
         raise ConfigError("--optimize-noise optimises the generator's shared noise maps: use --batch 1")
     perceptual = None
@@ -288,7 +296,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch must be >= 1, got {args.batch}")
     print(f"{len(items)} keyframes ({', '.join(i.emotion for i in items)}), {schedule.num_frames} frames at "
           f"{args.fps:g} fps, {args.interp} interpolation")
-    batch = args.batch if args.batch is not None else (8 if G.mapping.w_avg.device.type == "cuda" else 1)
+    batch = _batch(args, G)
     result = render_video(G, schedule, space=directions.space, out=args.out, fps=args.fps,
                           truncation_psi=args.trunc, batch_size=batch, sheet=sheet, progress=not args.quiet)
     print(f"wrote {result.path} ({result.frames} frames) and {result.sheet}")
@@ -334,7 +342,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     G = _load(args.ckpt, args.device)
     directions = _directions_for(G, args.directions)
     modes = args.modes.split(",")
-    batch = args.batch if args.batch is not None else (8 if G.mapping.w_avg.device.type == "cuda" else 1)
+    batch = _batch(args, G)
     table = evaluate(G, directions, videos=args.videos, emotions_per_video=args.emotions, seconds=args.seconds,
                      fps=args.fps, modes=modes, lstm=load_lstm(args.lstm) if args.lstm else None,
                      batch_size=batch, progress=not args.quiet)
