@@ -1,4 +1,4 @@
-"""``stylemotion <command>``: parse, call the library, print, set the exit code. Nothing more.
+"""``stylemotion <command>``: declare the arguments, dispatch to ``commands.py``, set the exit code.
 
 Exit codes: 0 success, 2 a StylemotionError (bad input, file or configuration; the message says which), 130 on
 Ctrl-C.
@@ -6,443 +6,13 @@ Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .errors import ConfigError, StylemotionError
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name}: only cpu and cuda are supported")
-    return name
-
-
-def _batch(args: argparse.Namespace, G) -> int:
-    """``--batch`` if given, else 8 on CUDA and 1 on the CPU (where batching does not help; bench/results)."""
-    if args.batch is not None:
-        if args.batch < 1:
-            raise ConfigError(f"--batch must be >= 1, got {args.batch}")
-        return args.batch
-    return 8 if G.mapping.w_avg.device.type == "cuda" else 1
-
-
-def _load(ckpt: str, device: str):
-    from .checkpoints import load_generator
-
-    G = load_generator(ckpt, device=_device(device))
-    for note in G.checkpoint_info.notes:
-        print(f"note: {note}", file=sys.stderr)
-    return G
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    G = _load(args.ckpt, "cpu")
-    info = G.checkpoint_info
-    flops = G.flops_per_image()
-    report = {
-        "path": info.path, "format": info.format, "random_weights": info.random_weights,
-        "config": G.config.to_dict(), "num_ws": G.num_ws, "parameters": G.num_params(),
-        "flops_per_image": flops, "macs_per_image": flops // 2,
-    }
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    print(f"{info.path}: {info.format}{'  (RANDOM WEIGHTS)' if info.random_weights else ''}")
-    print(f"  resolution   {G.img_resolution}x{G.img_resolution}, {G.img_channels} channels")
-    print(f"  latents      z_dim {G.z_dim}, w_dim {G.w_dim}, num_ws {G.num_ws}, c_dim {G.c_dim}")
-    print(f"  parameters   {G.num_params():,} (mapping {sum(p.numel() for p in G.mapping.parameters()):,})")
-    print(f"  compute      {flops / 1e9:.2f} GFLOPs per image ({flops / 2e9:.2f} GMACs), z to image")
-    print("  config       " + json.dumps(G.config.to_dict()))
-    return 0
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import load_ws, parse_seeds, per_image_paths, render, ws_from_seeds
-    from .imaging import make_grid, save_png
-
-    G = _load(args.ckpt, args.device)
-    if args.ws:
-        ws = load_ws(args.ws, G)
-        labels = [f"ws{i:04d}" for i in range(ws.shape[0])]
-    else:
-        seeds = parse_seeds(args.seeds)
-        ws = ws_from_seeds(G, seeds, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff)
-        labels = [f"seed{s:04d}" for s in seeds]
-    batch = _batch(args, G)
-    frames = render(G, ws, batch_size=batch, noise_mode=args.noise_mode, progress=not args.quiet)
-    save_png(args.out, make_grid(frames, cols=args.cols))
-    if not args.grid_only:
-        for path, frame in zip(per_image_paths(args.out, labels), frames):
-            save_png(path, frame)
-    extra = "" if args.grid_only else f" and {len(frames)} images beside it"
-    print(f"wrote {args.out}{extra}" + ("  (RANDOM weights: not faces)" if G.checkpoint_info.random_weights else ""))
-    return 0
-
-
-def cmd_embed(args: argparse.Namespace) -> int:
-    from .checkpoints.vgg16 import load_vgg16
-    from .models.vgg16 import PerceptualDistance
-    from .pipeline.embed import Projector, ProjectorConfig, embed_frames
-    from .pipeline.video_io import iter_frames
-
-    config = ProjectorConfig(space=args.space, steps=args.steps, initial_lr=args.lr, pixel_weight=args.pixel_weight,
-                             perceptual_weight=0.0 if args.perceptual == "none" else 1.0,
-                             optimize_noise=args.optimize_noise, stop_loss=args.stop_loss,
-                             plateau_patience=args.plateau, amp=args.amp, seed=args.seed).validate()
-    G = _load(args.ckpt, args.device)
-    batch = 1 if args.optimize_noise and args.batch is None else _batch(args, G)
-    if args.optimize_noise and batch != 1:
-        raise ConfigError("--optimize-noise optimises the generator's shared noise maps: use --batch 1")
-    perceptual = None
-    if args.perceptual != "none":
-        vgg, lpips_weights = load_vgg16(args.vgg)
-        if vgg.random_weights:
-            print("note: no --vgg weights given: VGG16 has seeded RANDOM weights, so the perceptual loss is a "
-                  "random-feature loss (fine for tests, weak for real photos)", file=sys.stderr)
-        perceptual = PerceptualDistance(vgg, args.perceptual, lpips_weights).to(G.mapping.w_avg.device)
-    projector = Projector(G, perceptual, config)
-    frames = iter_frames(args.input, every=args.every, fps=args.fps)
-    preview = args.preview or str(Path(args.out).with_suffix(".png"))
-    summary = embed_frames(G, frames, args.out, projector=projector, batch_size=batch,
-                           warm_start=args.warm_start, warm_steps=args.warm_steps, resume=not args.no_resume,
-                           preview=preview, progress=not args.quiet)
-    print(f"wrote {summary.path}: {summary.embedded} frames embedded"
-          + (f", {summary.resumed} kept from an earlier run" if summary.resumed else "")
-          + f"; mean loss {summary.mean_loss:.4f}, mean steps {summary.mean_steps:.0f}")
-    if summary.preview:
-        print(f"wrote {summary.preview} (originals above reconstructions)")
-    return 0
-
-
-def _emotion_list(text: str | None) -> list[str] | None:
-    from .pipeline.directions import emotion_id
-    from .models.emotion_cnn import EMOTIONS
-
-    if not text:
-        return None
-    return [EMOTIONS[emotion_id(t, where="--emotions")] for t in text.split(",")]
-
-
-def cmd_label(args: argparse.Namespace) -> int:
-    from .checkpoints.emotion_cnn import load_emotion_cnn
-    from .models.emotion_cnn import EMOTIONS
-    from .pipeline.labeling import LabelingConfig, label_videos
-
-    fps = args.fps if args.fps is not None else (None if args.every > 1 else 5.0)
-    config = LabelingConfig(fps=fps, every=args.every, smooth=args.smooth, min_face=args.min_face,
-                            probabilities=args.probs)
-    seqs = label_videos(args.videos, args.out, classifier=load_emotion_cnn(args.weights), config=config,
-                        progress=not args.quiet)
-    for seq in seqs:
-        found = [e for e in seq.emotions if e is not None]
-        common = max(set(found), key=found.count)
-        print(f"{seq.source}: {len(seq.emotions)} frames, {len(seq.emotions) - len(found)} without a face, "
-              f"mostly {EMOTIONS[common]}")
-    print(f"wrote {args.out}")
-    return 0
-
-
-def cmd_directions(args: argparse.Namespace) -> int:
-    from .pipeline.directions import (condition, labels_from_csv, labels_from_folders, labels_from_sequences,
-                                      learn_directions)
-    import numpy as np
-
-    from .pipeline.latents_io import read_latents
-
-    data = read_latents(args.latents)
-    if args.labels == "folders":
-        labels = labels_from_folders(data["source"])
-    elif args.labels.endswith((".jsonl", ".json")):
-        labels = labels_from_sequences(args.labels, data["frame_index"], data["source"])
-    else:
-        labels = labels_from_csv(args.labels, data["frame_index"], data["source"])
-    ws = data["ws"]
-    if args.space == "z":
-        if "z" not in data:
-            raise ConfigError(f"{args.latents}: has no 'z' latents; use --space w or w+")
-        latents = data["z"]
-    elif args.space == "w":
-        if not np.allclose(ws, ws[:, :1]):
-            raise ConfigError(f"{args.latents}: holds W+ latents (rows differ); use --space w+")
-        latents = ws[:, 0]
-    else:
-        latents = ws
-    dirs = learn_directions(latents, labels, space=args.space, emotions=_emotion_list(args.emotions),
-                            test_size=args.test_size, seed=args.seed)
-    for pair in args.condition or []:
-        from .models.emotion_cnn import EMOTIONS
-        from .pipeline.directions import emotion_id
-
-        if ":" not in pair:
-            raise ConfigError(f"--condition {pair!r}: expected EMOTION:OTHER, e.g. happy:sad")
-        primary, against = (EMOTIONS[emotion_id(p, where="--condition")] for p in pair.split(":", 1))
-        conditioned = condition(dirs, primary, against)  # ConfigError names an emotion the file lacks
-        dirs.directions[dirs.emotions.index(primary)] = conditioned
-        print(f"{primary} conditioned on {against}: its component along {against} removed")
-    dirs.save(args.out)
-    for e, acc, bacc, n in zip(dirs.emotions, dirs.accuracy, dirs.balanced_accuracy, dirs.counts):
-        print(f"{e:9s} {n:6d} samples  held-out accuracy {acc:.3f}  balanced {bacc:.3f}")
-    print(f"wrote {args.out}")
-    return 0
-
-
-def cmd_train_lstm(args: argparse.Namespace) -> int:
-    from .models.emotion_lstm import LSTMConfig
-    from .pipeline.labeling import read_sequences
-    from .pipeline.sequence import TrainConfig, runs_from_sequences, save_lstm, train_lstm
-
-    runs = runs_from_sequences(read_sequences(args.sequences))
-    model, report = train_lstm(runs, model_config=LSTMConfig(hidden=args.hidden, layers=args.layers),
-                               config=TrainConfig(epochs=args.epochs, window=args.window, lr=args.lr, seed=args.seed),
-                               progress=not args.quiet)
-    save_lstm(model, args.out, report)
-    print(f"held-out next-step ({report['held_out_runs']} runs, {report['lstm']['transitions']} transitions):")
-    for name in ("lstm", "markov", "uniform"):
-        r = report[name]
-        print(f"  {name:8s} accuracy {r['accuracy']:.3f}  perplexity {r['perplexity']:.3f}")
-    print(f"wrote {args.out}")
-    return 0
-
-
-def cmd_predict_emotions(args: argparse.Namespace) -> int:
-    from .models.emotion_cnn import EMOTIONS
-    from .pipeline.directions import emotion_id
-    from .pipeline.sequence import load_lstm, sample_emotions
-
-    prime = [emotion_id(p, where="--prime") for p in args.prime.split(",")]
-    seq = sample_emotions(load_lstm(args.lstm), prime, args.length, temperature=args.temperature, seed=args.seed)
-    print(json.dumps({"emotions": seq, "names": [EMOTIONS[i] for i in seq]}))
-    return 0
-
-
-def cmd_edit(args: argparse.Namespace) -> int:
-    from .generate import render
-    from .imaging import make_grid, save_png
-    from .models.stylegan2 import z_from_seed
-    from .pipeline.directions import Directions
-    from .pipeline.keyframes import apply_direction
-
-    G = _load(args.ckpt, args.device)
-    dirs = Directions.load(args.directions)
-    try:
-        coeffs = [float(c) for c in args.coeffs.split(",")]
-    except ValueError as exc:
-        raise ConfigError(f"--coeffs {args.coeffs!r}: expected comma-separated numbers") from exc
-    z = z_from_seed(args.seed, G.z_dim).to(G.mapping.w_avg.device)
-    ws = apply_direction(G, z, dirs[args.emotion], dirs.space, coeffs, truncation_psi=args.trunc)
-    frames = render(G, ws, batch_size=len(coeffs), progress=False)
-    save_png(args.out, make_grid(frames, cols=len(coeffs)))
-    print(f"wrote {args.out}: seed {args.seed}, {args.emotion} x {coeffs} in {dirs.space}")
-    return 0
-
-
-def _directions_for(G, spec: str):
-    from .pipeline.directions import Directions, random_directions
-
-    if spec == "random":
-        print("note: --directions random: seeded random unit W directions (for demos; not learned emotions)",
-              file=sys.stderr)
-        return random_directions(G.w_dim)
-    return Directions.load(spec)
-
-
-def _script_items(args):
-    from .models.emotion_cnn import EMOTIONS
-    from .pipeline.keyframes import ScriptItem, parse_script
-    from .pipeline.sequence import load_lstm, sample_emotions
-
-    if args.script:
-        return parse_script(args.script)
-    if not args.lstm:
-        raise ConfigError("--predict needs --lstm (the emotion LSTM from `stylemotion train-lstm`)")
-    if args.predict < 1:
-        raise ConfigError(f"--predict must be >= 1, got {args.predict}")
-    ids = sample_emotions(load_lstm(args.lstm), [6], args.predict + 1, temperature=args.temperature,
-                          seed=args.seed)[1:]
-    return [ScriptItem(EMOTIONS[i], args.seconds) for i in ids]
-
-
-def cmd_video(args: argparse.Namespace) -> int:
-    from .pipeline.keyframes import check_directions
-    from .pipeline.video import make_schedule, render_video
-    from .pipeline.video_io import VideoWriter, check_writable
-
-    G = _load(args.ckpt, args.device)
-    directions = _directions_for(G, args.directions)
-    items = _script_items(args)
-    check_directions(G, directions, [i.emotion for i in items])
-    schedule = make_schedule(G, directions, items, seed=args.seed, fps=args.fps, mode=args.interp,
-                             transition=args.transition, coefficient=args.coeff, truncation_psi=args.trunc)
-    # An unwritable or unsupported output fails here, before the first frame is rendered.
-    VideoWriter(args.out, args.fps).abort()
-    sheet = args.sheet or str(Path(args.out).with_suffix("")) + "-sheet.png"
-    check_writable(sheet)
-    if args.batch is not None and args.batch < 1:
-        raise ConfigError(f"--batch must be >= 1, got {args.batch}")
-    print(f"{len(items)} keyframes ({', '.join(i.emotion for i in items)}), {schedule.num_frames} frames at "
-          f"{args.fps:g} fps, {args.interp} interpolation")
-    batch = _batch(args, G)
-    result = render_video(G, schedule, space=directions.space, out=args.out, fps=args.fps,
-                          truncation_psi=args.trunc, batch_size=batch, sheet=sheet, progress=not args.quiet)
-    print(f"wrote {result.path} ({result.frames} frames) and {result.sheet}")
-    print(f"ACD (pixels, RMS in [0,1]) {result.acd:.5f}; latent acceleration {result.latent_acceleration:.5f}; "
-          f"rendered at {result.render_fps:.2f} frames/s")
-    return 0
-
-
-def cmd_acd(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .pipeline.metrics import acd, onnx_extractor, pixel_features, read_video_frames, vgg_extractor
-
-    if args.features == "pixels":
-        extractor = pixel_features
-    elif args.features == "vgg":
-        from .checkpoints.vgg16 import load_vgg16
-
-        vgg, _ = load_vgg16(args.vgg)
-        if vgg.random_weights:
-            print("note: VGG16 has seeded RANDOM weights (pass --vgg for ImageNet features)", file=sys.stderr)
-        extractor = vgg_extractor(vgg)
-    else:
-        extractor = onnx_extractor(args.features)
-    values = []
-    for video in args.videos:
-        values.append(acd(read_video_frames(video), extractor))
-        print(f"{video}: ACD {values[-1]:.5f}")
-    print(f"mean {np.mean(values):.5f} +/- {np.std(values):.5f} over {len(values)} videos ({args.features})")
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from .atomic import atomic_path
-    from .pipeline.sequence import load_lstm
-    from .pipeline.video import bar_chart, evaluate
-
-    from .pipeline.video_io import check_writable
-
-    check_writable(Path(args.out) / "eval.md")
-    if args.batch is not None and args.batch < 1:
-        raise ConfigError(f"--batch must be >= 1, got {args.batch}")
-    G = _load(args.ckpt, args.device)
-    directions = _directions_for(G, args.directions)
-    modes = args.modes.split(",")
-    batch = _batch(args, G)
-    table = evaluate(G, directions, videos=args.videos, emotions_per_video=args.emotions, seconds=args.seconds,
-                     fps=args.fps, modes=modes, lstm=load_lstm(args.lstm) if args.lstm else None,
-                     batch_size=batch, progress=not args.quiet)
-    lines = [f"# ACD over {args.videos} videos ({args.ckpt}, {args.fps:g} fps, {args.emotions} emotions x "
-             f"{args.seconds:g} s)", "", "| videos | ACD (pixels) | latent acceleration (RMS) |", "|---|---|---|"]
-    lines += [f"| {name} | {r['acd_mean']:.5f} +/- {r['acd_std']:.5f} | {r['accel_mean']:.4f} +/- "
-              f"{r['accel_std']:.4f} |" for name, r in table.items()]
-    out = Path(args.out)
-    with atomic_path(out / "eval.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    with atomic_path(out / "eval.json") as tmp:
-        tmp.write_text(json.dumps(table, indent=2))
-    bar_chart(out / "eval.png", list(table), [r["acd_mean"] for r in table.values()],
-              [r["acd_std"] for r in table.values()], "ACD (pixels), mean +/- std")
-    print("\n".join(lines))
-    print(f"wrote {out / 'eval.md'}, eval.json and eval.png")
-    return 0
-
-
-def _batch_profile(text: str):
-    from .export.spec import BatchProfile
-
-    try:
-        lo, opt, hi = (int(v) for v in text.split(":"))
-    except ValueError as exc:
-        raise ConfigError(f"--batch {text!r}: expected MIN:OPT:MAX, e.g. 1:8:32") from exc
-    if not 1 <= lo <= opt <= hi:
-        raise ConfigError(f"--batch {text!r}: need 1 <= min <= opt <= max")
-    return BatchProfile(lo, opt, hi)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoints.vgg16 import load_vgg16
-    from .export.networks import (emotion_cnn_spec, lstm_specs, mapping_spec, synthesis_fp16_spec,
-                                  synthesis_noise_spec, synthesis_spec, vgg16_spec)
-    from .export.onnx_export import export_onnx
-
-    profile = _batch_profile(args.batch)
-    G = _load(args.ckpt, "cpu")
-    specs = [synthesis_spec(G, profile), mapping_spec(G, profile)]
-    if args.fp16:
-        specs.append(synthesis_fp16_spec(G, profile))
-    if args.noise_inputs:
-        specs.append(synthesis_noise_spec(G, profile))
-    vgg, _ = load_vgg16(args.vgg)
-    if vgg.random_weights:
-        print("note: vgg16.onnx has seeded RANDOM weights (pass --vgg for ImageNet features)", file=sys.stderr)
-    specs.append(vgg16_spec(vgg, profile))
-    if args.lstm:
-        from .pipeline.sequence import load_lstm
-
-        specs += lstm_specs(load_lstm(args.lstm), profile)
-    if args.emotion_cnn is not None:
-        from .checkpoints.emotion_cnn import load_emotion_cnn
-
-        specs.append(emotion_cnn_spec(load_emotion_cnn(args.emotion_cnn or None), profile))
-    source = args.ckpt if Path(args.ckpt).is_file() else None
-    for spec in specs:
-        path = export_onnx(spec, args.out, source=source, config=G.config.to_dict() if spec.name in
-                           ("synthesis", "mapping") else None)
-        checks = json.loads(path.with_suffix(".json").read_text())["checks"]
-        if "ort_psnr_db_vs_fp32" in checks:
-            per = checks["ort_psnr_db_vs_fp32"]
-            result = f"min PSNR {min(per.values()):.1f} dB against float32"
-        else:
-            per = checks["ort_relative_error"]
-            result = f"max relative error {max(per.values()):.1e}"
-        print(f"{path}: checked (onnx full check, shape inference, ONNX Runtime vs PyTorch at batch "
-              f"{', '.join(per)}: {result})")
-    return 0
-
-
-def cmd_build(args: argparse.Namespace) -> int:
-    from .engines.cache import EngineCache
-    from .engines.factory import tensorrt_engine
-
-    if args.backend != "tensorrt":
-        raise ConfigError("only TensorRT plans are prebuilt; torch and onnxruntime engines need no build step")
-    onnx_file = Path(args.onnx) / "synthesis.onnx" if Path(args.onnx).is_dir() else Path(args.onnx)
-    if not onnx_file.is_file():
-        raise ConfigError(f"{onnx_file}: no such ONNX file (make one with `stylemotion export`)")
-    G = _load(args.ckpt, "cpu")
-    engine = tensorrt_engine(G, onnx_file, precision=args.precision, profile=_batch_profile(args.batch),
-                             cache=EngineCache(args.cache))
-    print(f"{engine.info.backend} {engine.info.precision} on {engine.info.device}: {engine.info.detail}")
-    return 0
-
-
-def cmd_engines(args: argparse.Namespace) -> int:
-    from .engines.cache import EngineCache
-
-    cache = EngineCache(args.cache)
-    entries = cache.entries()
-    print(f"{cache.root}: {len(entries)} cached engine(s)")
-    for e in entries:
-        key = e.get("key", {})
-        print(f"  {Path(e['plan']).name}: {key.get('backend')} {key.get('backend_version')} "
-              f"{key.get('precision')} batch {key.get('profile')} on {key.get('gpu')} "
-              f"(sm {key.get('compute_capability')}), {e.get('bytes', '?')} bytes")
-    return 0
+from . import commands as c
+from .errors import StylemotionError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -453,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe a generator checkpoint (or a built-in name like ffhq-256)")
     info.add_argument("ckpt")
     info.add_argument("--json", action="store_true", help="print a JSON report")
-    info.set_defaults(func=cmd_info)
+    info.set_defaults(func=c.cmd_info)
 
     gen = sub.add_parser("generate", help="render images from seeds or latents to a PNG grid")
     gen.add_argument("ckpt", help="checkpoint file or built-in name (ffhq-256, ffhq-512, ffhq-1024)")
@@ -470,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     gen.add_argument("--grid-only", action="store_true", help="write only the grid")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
-    gen.set_defaults(func=cmd_generate)
+    gen.set_defaults(func=c.cmd_generate)
 
     emb = sub.add_parser("embed", help="project images, a folder of images or a video into the latent space")
     emb.add_argument("input", help="an image, a folder of images, or a video file")
@@ -497,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--seed", type=int, default=0)
     emb.add_argument("--device", default="auto")
     emb.add_argument("--quiet", action="store_true")
-    emb.set_defaults(func=cmd_embed)
+    emb.set_defaults(func=c.cmd_embed)
 
     lab = sub.add_parser("label", help="label the faces in videos with emotions -> JSON lines")
     lab.add_argument("videos", nargs="+", help="video files or folders of frames")
@@ -509,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--probs", action="store_true", help="also write per-frame probabilities")
     lab.add_argument("--weights", default=None, help="emotion classifier HDF5 (default: fer's bundled file)")
     lab.add_argument("--quiet", action="store_true")
-    lab.set_defaults(func=cmd_label)
+    lab.set_defaults(func=c.cmd_label)
 
     dirs = sub.add_parser("directions", help="learn one latent direction per emotion")
     dirs.add_argument("--latents", required=True, help="latents .npz from `stylemotion embed`")
@@ -522,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="replace EMOTION's direction by its part orthogonal to OTHER's (repeatable)")
     dirs.add_argument("--seed", type=int, default=0)
     dirs.add_argument("--out", required=True)
-    dirs.set_defaults(func=cmd_directions)
+    dirs.set_defaults(func=c.cmd_directions)
 
     tl = sub.add_parser("train-lstm", help="train the 4-layer emotion LSTM on labelled sequences")
     tl.add_argument("sequences", help="sequences .jsonl from `stylemotion label`")
@@ -534,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--layers", type=int, default=4)
     tl.add_argument("--seed", type=int, default=0)
     tl.add_argument("--quiet", action="store_true")
-    tl.set_defaults(func=cmd_train_lstm)
+    tl.set_defaults(func=c.cmd_train_lstm)
 
     pe = sub.add_parser("predict-emotions", help="sample an emotion sequence from the LSTM")
     pe.add_argument("--lstm", required=True)
@@ -542,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--length", type=int, default=40)
     pe.add_argument("--temperature", type=float, default=0.8)
     pe.add_argument("--seed", type=int, default=0)
-    pe.set_defaults(func=cmd_predict_emotions)
+    pe.set_defaults(func=c.cmd_predict_emotions)
 
     ed = sub.add_parser("edit", help="a strip of one identity moved along an emotion direction")
     ed.add_argument("ckpt")
@@ -553,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--trunc", type=float, default=0.7)
     ed.add_argument("--out", default="out/strip.png")
     ed.add_argument("--device", default="auto")
-    ed.set_defaults(func=cmd_edit)
+    ed.set_defaults(func=c.cmd_edit)
 
     vid = sub.add_parser("video", help="render an emotion video: identity + keyframes + interpolation -> MP4")
     vid.add_argument("ckpt")
@@ -575,13 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     vid.add_argument("--sheet", default=None, help="contact sheet PNG (default OUT-sheet.png)")
     vid.add_argument("--device", default="auto")
     vid.add_argument("--quiet", action="store_true")
-    vid.set_defaults(func=cmd_video)
+    vid.set_defaults(func=c.cmd_video)
 
     ac = sub.add_parser("acd", help="average content distance of videos")
     ac.add_argument("videos", nargs="+")
     ac.add_argument("--features", default="pixels", help="pixels, vgg, or an ONNX face-embedding model")
     ac.add_argument("--vgg", default=None, help="VGG16 weights for --features vgg")
-    ac.set_defaults(func=cmd_acd)
+    ac.set_defaults(func=c.cmd_acd)
 
     ev = sub.add_parser("eval", help="ACD table over many generated videos, per interpolation mode")
     ev.add_argument("ckpt")
@@ -596,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="out/eval")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--quiet", action="store_true")
-    ev.set_defaults(func=cmd_eval)
+    ev.set_defaults(func=c.cmd_eval)
 
     ex = sub.add_parser("export", help="export the networks to ONNX, each checked with ONNX Runtime")
     ex.add_argument("ckpt")
@@ -609,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--lstm", default=None, help="also export lstm_seq.onnx and lstm_step.onnx")
     ex.add_argument("--emotion-cnn", nargs="?", const="", default=None,
                     help="also export emotion_cnn.onnx (optional HDF5 path; default fer's weights)")
-    ex.set_defaults(func=cmd_export)
+    ex.set_defaults(func=c.cmd_export)
 
     bd = sub.add_parser("build", help="prebuild a TensorRT plan into the engine cache")
     bd.add_argument("ckpt")
@@ -618,11 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--precision", default="fp16", choices=["fp16", "fp32"])
     bd.add_argument("--batch", default="1:8:32", help="optimization profile MIN:OPT:MAX")
     bd.add_argument("--cache", default=None, help="cache folder (default $STYLEMOTION_CACHE_DIR or ~/.cache/stylemotion)")
-    bd.set_defaults(func=cmd_build)
+    bd.set_defaults(func=c.cmd_build)
 
     en = sub.add_parser("engines", help="list the engines in the cache")
     en.add_argument("--cache", default=None)
-    en.set_defaults(func=cmd_engines)
+    en.set_defaults(func=c.cmd_engines)
     return p
 
 
