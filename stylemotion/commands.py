@@ -435,7 +435,10 @@ def cmd_engines(args: argparse.Namespace) -> int:
     entries = cache.entries()
     print(f"{cache.root}: {len(entries)} cached engine(s)")
     for e in entries:
-        key = e.get("key", {})
+        if "error" in e:
+            print(f"  {Path(e['plan']).name}: {e['error']}")
+            continue
+        key = e["key"]
         print(f"  {Path(e['plan']).name}: {key.get('backend')} {key.get('backend_version')} "
               f"{key.get('precision')} batch {key.get('profile')} on {key.get('gpu')} "
               f"(sm {key.get('compute_capability')}), {e.get('bytes', '?')} bytes")

@@ -100,7 +100,10 @@ class EngineCache:
         for sidecar in sorted(self.root.glob("*.json")):
             try:
                 meta = json.loads(sidecar.read_text())
-                out.append({"plan": str(sidecar.with_suffix(".plan")), **meta})
             except (OSError, ValueError):
-                out.append({"plan": str(sidecar.with_suffix(".plan")), "error": "unreadable sidecar"})
+                meta = None
+            if isinstance(meta, dict) and isinstance(meta.get("key"), dict):
+                out.append({"plan": str(sidecar.with_suffix(".plan")), **meta})
+            else:
+                out.append({"plan": str(sidecar.with_suffix(".plan")), "key": {}, "error": "not an engine sidecar"})
         return out

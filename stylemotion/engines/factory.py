@@ -91,15 +91,14 @@ def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = 
 def tensorrt_key(onnx_file: Path, *, precision: str, profile: BatchProfile, device: str = "cuda",
                  trt_version: str | None = None) -> CacheKey:
     """Everything a TensorRT plan depends on (the cache key)."""
-    from ..export.onnx_export import file_sha256
+    from .._optional import require
+    from ..export.onnx_export import onnx_content_sha256
 
     if trt_version is None:
-        import tensorrt
-
-        trt_version = tensorrt.__version__
+        trt_version = require("tensorrt", extra="tensorrt").__version__
     gpu, capability = gpu_identity(device)
-    return CacheKey("synthesis", file_sha256(onnx_file), "tensorrt", trt_version, gpu, capability, precision,
-                    (profile.min, profile.opt, profile.max))
+    return CacheKey("synthesis", onnx_content_sha256(onnx_file), "tensorrt", trt_version, gpu, capability,
+                    precision, (profile.min, profile.opt, profile.max))
 
 
 def tensorrt_engine(G: Generator, onnx_file: Path, *, precision: str = "fp16", profile: BatchProfile | None = None,
@@ -116,8 +115,8 @@ def tensorrt_engine(G: Generator, onnx_file: Path, *, precision: str = "fp16", p
     plan = cache.load(key)
     how = "plan from the cache"
     if plan is None:
-        plan = build_plan(onnx_file, spec, precision=precision, profile=profile,
-                          timing_cache=cache.root / "tensorrt-timing.cache")
+        timing = cache.root / f"tensorrt-{key.backend_version}-sm{key.compute_capability}.timing"
+        plan = build_plan(onnx_file, spec, precision=precision, profile=profile, timing_cache=timing)
         cache.store(key, plan)
         how = "plan built and cached"
     try:

@@ -33,15 +33,21 @@ class OrtEngine:
             options.intra_op_num_threads = threads
         providers = [PROVIDERS[provider]] + (["CUDAExecutionProvider"] if provider == "tensorrt" else [])
         if provider != "cpu":
-            providers = [(p, {"device_id": device_id}) for p in providers]
+            # Run on PyTorch's current stream, so ORT sees ws only after the kernels that wrote it, and PyTorch
+            # sees the images only after ORT wrote them, without a host synchronisation per frame.
+            stream = str(torch.cuda.current_stream(device_id).cuda_stream)
+            providers = [(p, {"device_id": device_id, "user_compute_stream": stream}) for p in providers]
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=providers + ["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own types for missing, corrupt or invalid models
             raise EngineError(f"{onnx_path}: ONNX Runtime cannot load it ({type(exc).__name__}: {exc})") from exc
-        inputs = [(i.name, i.shape) for i in self.session.get_inputs()]
+        inputs = [(i.name, i.shape, i.type) for i in self.session.get_inputs()]
         if len(inputs) != 1 or inputs[0][0] != "ws" or list(inputs[0][1][1:]) != [num_ws, w_dim]:
             raise EngineError(f"{onnx_path}: expected one input ws [batch, {num_ws}, {w_dim}], found {inputs}")
         output = self.session.get_outputs()[0]
+        if inputs[0][2] != "tensor(float)" or output.type != "tensor(float)":
+            raise EngineError(f"{onnx_path}: this engine runs float32 graphs; ws is {inputs[0][2]} and "
+                              f"{output.name} is {output.type} (use synthesis.onnx, not synthesis_fp16.onnx)")
         self.output_name = output.name
         self.channels = output.shape[1] if isinstance(output.shape[1], int) else 3
         self.provider, self.device_id = provider, device_id

@@ -55,13 +55,16 @@ def build_plan(onnx_path: str | os.PathLike, spec: ExportSpec, *, precision: str
     config.add_optimization_profile(opt_profile)
     cache_path = Path(timing_cache) if timing_cache else None
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.exists() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        cache = config.create_timing_cache(b"")  # a corrupt or foreign timing cache: start a fresh one
+        config.set_timing_cache(cache, ignore_mismatch=False)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise EngineBuildError(f"{onnx_path}: TensorRT could not build an engine (see its log above)")
-    if cache_path is not None:
+    timing = config.get_timing_cache()
+    if cache_path is not None and timing is not None:
         from ..atomic import atomic_path
 
         with atomic_path(cache_path) as tmp:
-            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+            tmp.write_bytes(bytes(timing.serialize()))
     return bytes(plan)

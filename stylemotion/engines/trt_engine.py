@@ -21,6 +21,12 @@ class TensorRTEngine:
         self.engine = self._runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
             raise EngineError("TensorRT could not deserialize the plan (built for another GPU or TensorRT version?)")
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        if sorted(names) != ["images", "ws"]:
+            raise EngineError(f"the plan's I/O tensors are {names}, expected ws and images")
+        for name in names:  # FP16 plans keep float32 I/O; a float16-I/O plan would read our buffers wrongly
+            if self.engine.get_tensor_dtype(name) != trt.float32:
+                raise EngineError(f"the plan's {name!r} is {self.engine.get_tensor_dtype(name)}, expected float32")
         self.context = self.engine.create_execution_context()
         self.device = torch.device("cuda", device_id)
         self.channels = channels

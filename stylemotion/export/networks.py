@@ -112,7 +112,7 @@ def synthesis_noise_spec(G: Generator, profile: BatchProfile = BatchProfile()) -
     def sample(n, s=0):
         gen = _gen(s)
         ws = G.mapping(torch.randn(n, G.z_dim, generator=gen).to(G.mapping.w_avg.device))
-        return (ws, *(torch.randn(n, 1, r, r, generator=gen) for r in layers.values()))
+        return (ws, *(torch.randn(n, 1, r, r, generator=gen).to(ws.device) for r in layers.values()))
 
     return ExportSpec("synthesis_noise", _SynthesisNoise(G).eval(),
                       (TensorSpec("ws", ("batch", G.num_ws, G.w_dim)),) + noise_specs,

@@ -36,6 +36,17 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def onnx_content_sha256(path: str | os.PathLike) -> str:
+    """The hash of a model's graph and of its external weights (``<name>.onnx.data``) together: new weights
+    under an unchanged graph are a different model."""
+    path = Path(path)
+    parts = [file_sha256(path)]
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        parts.append(file_sha256(data))
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
 def _shaped_like_signature(spec: ExportSpec) -> tuple:
     """torch.export binds ``forward(ws, *noise)`` as ``(ws, (n1, n2, ...))``: group the dynamic shapes alike."""
     params = list(inspect.signature(spec.module.forward).parameters.values())
@@ -56,8 +67,8 @@ def verify_onnx(path: str | os.PathLike, spec: ExportSpec, batches: Sequence[int
         raise ExportError(f"{path}: graph inputs {names}, spec says {expected}")
     results = {}
     for n in batches:
-        inputs = spec.sample(n, 1000 + n)  # fresh inputs, not the ones used to trace
         with torch.no_grad():
+            inputs = tuple(x.detach() for x in spec.sample(n, 1000 + n))  # fresh inputs, not the traced ones
             if spec.reference is not None:  # FP16 graph: compare with the float32 network by PSNR
                 ref = spec.reference(*(x.float() for x in inputs))
             else:
@@ -93,10 +104,14 @@ def export_onnx(spec: ExportSpec, out_dir: str | os.PathLike, *, source: str | o
         raise ExportError(f"{out_dir}: cannot create the export folder ({exc})") from exc
     work = out_dir / f".export-{spec.name}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    try:
+        work.mkdir()
+    except OSError as exc:
+        raise ExportError(f"{out_dir}: cannot write the export there ({exc})") from exc
     try:
         onnx_path = work / f"{spec.name}.onnx"
-        sample = spec.sample(max(spec.profile.opt, 2))
+        with torch.no_grad():
+            sample = tuple(x.detach() for x in spec.sample(max(spec.profile.opt, 2)))
         try:
             with torch.no_grad():
                 torch.onnx.export(spec.module, sample, str(onnx_path), dynamo=True, opset_version=OPSET,
@@ -136,7 +151,11 @@ def export_onnx(spec: ExportSpec, out_dir: str | os.PathLike, *, source: str | o
                           else {"ort_relative_error": errors, "tolerance": tolerance})},
         }
         (work / f"{spec.name}.json").write_text(json.dumps(sidecar, indent=2))
-        for f in sorted(work.iterdir(), key=lambda p: p.suffix == ".onnx"):  # the graph last
+        # Never a new graph with old weights or the reverse: the old graph goes first, then the weights,
+        # the graph, and the sidecar last (its presence says the set is complete).
+        (out_dir / f"{spec.name}.onnx").unlink(missing_ok=True)
+        order = {".data": 0, ".onnx": 1, ".json": 2}
+        for f in sorted(work.iterdir(), key=lambda p: order.get(p.suffix, 0)):
             os.replace(f, out_dir / f.name)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -91,6 +91,12 @@ def test_key_names_the_onnx_content_and_profile(tmp_path):
     f.write_bytes(b"graph-2")
     b = tensorrt_key(f, precision="fp16", profile=BatchProfile(1, 8, 32), device="cpu", trt_version="10.9")
     assert a.onnx_sha256 != b.onnx_sha256 and a.digest() != b.digest() and a.profile == (1, 8, 32)
+    data = tmp_path / "synthesis.onnx.data"  # same graph, new weights: a different model
+    data.write_bytes(b"weights-1")
+    c = tensorrt_key(f, precision="fp16", profile=BatchProfile(1, 8, 32), device="cpu", trt_version="10.9")
+    data.write_bytes(b"weights-2")
+    d = tensorrt_key(f, precision="fp16", profile=BatchProfile(1, 8, 32), device="cpu", trt_version="10.9")
+    assert len({b.onnx_sha256, c.onnx_sha256, d.onnx_sha256}) == 3
 
 
 def test_tensorrt_paths_say_what_to_install(tmp_path):
@@ -118,6 +124,18 @@ def test_build_and_engines_commands(tmp_path, capsys):
     assert "no such ONNX file" in capsys.readouterr().err
     assert main(["build", "ffhq-256", "--onnx", str(tmp_path), "--backend", "torch"]) == 2
     assert "only TensorRT plans are prebuilt" in capsys.readouterr().err
+    (tmp_path / "cache" / "stray.json").write_text("[1, 2]")  # not a sidecar: listed as such, no crash
+    assert main(["engines", "--cache", str(tmp_path / "cache")]) == 0
+    assert "stray.plan: not an engine sidecar" in capsys.readouterr().out
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        from stylemotion.checkpoints import save_generator
+
+        ckpt = save_generator(make_generator(), tmp_path / "g.safetensors")
+        (tmp_path / "synthesis.onnx").write_bytes(b"graph")
+        assert main(["build", str(ckpt), "--onnx", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 2
+        assert "pip install 'stylemotion[tensorrt]'" in capsys.readouterr().err
 
 
 @pytest.mark.tensorrt

@@ -54,7 +54,7 @@ def test_bad_requests_fail_clearly(G, tmp_path):
         engine.run(torch.zeros(1, 5, G.w_dim))
     with pytest.raises(ShapeError, match="outside this engine's range 1..4"):
         engine.run(torch.zeros(5, G.num_ws, G.w_dim))
-    with pytest.raises(EngineError, match="tensorrt package is not installed|not part of this release"):
+    with pytest.raises(EngineError, match="TensorRT engine unavailable"):
         open_engine(G, backend="tensorrt")
     with pytest.raises(EngineError, match=r"nope\.onnx: no such ONNX file"):
         open_engine(G, onnx_path=tmp_path / "nope.onnx")
@@ -74,6 +74,13 @@ def test_corrupt_or_foreign_onnx_files(G, synthesis_onnx, tmp_path):
         open_engine(G, onnx_path=bad, device="cpu")
     with pytest.raises(EngineError, match=r"expected one input ws \[batch, 14, 512\]"):
         OrtEngine(synthesis_onnx, num_ws=14, w_dim=512, resolution=256)
+    from stylemotion.export.networks import synthesis_fp16_spec
+    from stylemotion.export.onnx_export import export_onnx
+
+    Gc = make_generator(conv_clamp=256.0)
+    fp16 = export_onnx(synthesis_fp16_spec(Gc), tmp_path / "fp16", batches=[1])
+    with pytest.raises(EngineError, match="runs float32 graphs.*not synthesis_fp16.onnx"):
+        open_engine(Gc, onnx_path=fp16, device="cpu")
 
 
 @pytest.mark.gpu
@@ -85,6 +92,12 @@ def test_cuda_engines_match_fp32(G):
     out = graphs.run(ws).clone()
     again = graphs.run(ws)  # replay of the captured graph
     assert torch.equal(out, again)
+    ws2 = Gc.mapping(torch.randn(4, Gc.z_dim, device="cuda"))  # new input into the same static buffer
+    other = graphs.run(ws2)
+    assert not torch.equal(other, out)
+    ref2 = reference(Gc, ws2)
+    assert 10 * torch.log10(torch.tensor((ref2.max() - ref2.min()).item() ** 2
+                                         / (other.float() - ref2).square().mean().item())).item() >= 35
     mse = (out.float() - ref).square().mean().item()
     peak = (ref.max() - ref.min()).item()
     assert 10 * torch.log10(torch.tensor(peak ** 2 / mse)).item() >= 35

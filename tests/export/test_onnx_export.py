@@ -115,3 +115,11 @@ def test_noise_input_variant_reproduces_const_noise(tmp_path):
     with torch.no_grad():
         ref = G.synthesis(ws, noise_mode="const").numpy()
     assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-4
+
+
+def test_export_of_a_module_that_requires_grad_and_a_read_only_target(tmp_path):
+    G = make_generator().requires_grad_(True)  # as a library caller might hand it over
+    export_onnx(mapping_spec(G), tmp_path / "ok", batches=[1])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExportError, match="cannot create the export folder|cannot write the export"):
+        export_onnx(mapping_spec(G), tmp_path / "file" / "sub")
