@@ -96,6 +96,9 @@ class Schedule:
         self.keyframes, self.segments, self.mode = keyframes, list(segments), mode
         self.index = frame_index(segments)
         self.tangents = self._tangents() if mode == "smooth" else None
+        # Transition length of each frame's segment, once (the Hermite form scales tangents by it).
+        self._transition = torch.as_tensor([s.transition for s in self.segments], dtype=keyframes.dtype,
+                                           device=keyframes.device)
 
     @property
     def num_frames(self) -> int:
@@ -127,8 +130,7 @@ class Schedule:
             return a + t * (b - a)
         if self.mode == "slerp":
             return slerp(a, b, t)
-        m = torch.as_tensor([self.segments[int(s)].transition for s in seg.tolist()], dtype=a.dtype,
-                            device=a.device).reshape(t.shape)
+        m = self._transition[seg].reshape(t.shape)
         va, vb = self.tangents[seg] * m, self.tangents[seg + 1] * m
         t2, t3 = t * t, t * t * t
         return (2 * t3 - 3 * t2 + 1) * a + (t3 - 2 * t2 + t) * va + (-2 * t3 + 3 * t2) * b + (t3 - t2) * vb

@@ -64,7 +64,7 @@ def render_video(G: Generator, schedule: Schedule, *, space: str, out: str | os.
     n = schedule.num_frames
     sheet_at = set(np.linspace(0, n - 1, min(8, n)).round().astype(int).tolist())
     sheet_frames: list[np.ndarray] = []
-    accel_sum, accel_n, tail = 0.0, 0, None
+    accel_sum, accel_n, tail = None, 0, None  # accumulated on the device: no host sync per batch
     t0 = time.perf_counter()
     # The writer finishes the file on success and on Ctrl-C (a playable file of the frames done), and
     # removes its temporary file on any other error.
@@ -77,18 +77,20 @@ def render_video(G: Generator, schedule: Schedule, *, space: str, out: str | os.
             if writer is not None:
                 writer.write(frames)
             meter.update(frames)
-            flat = ws.reshape(len(ws), -1).double().cpu()
+            flat = ws.reshape(len(ws), -1).double()
             seq = flat if tail is None else torch.cat([tail, flat])
             if len(seq) >= 3:
-                accel = (seq[2:] - 2 * seq[1:-1] + seq[:-2]).square().sum(dim=1)
-                accel_sum, accel_n = accel_sum + float(accel.sum()), accel_n + len(accel)
+                accel = (seq[2:] - 2 * seq[1:-1] + seq[:-2]).square().sum()
+                accel_sum = accel if accel_sum is None else accel_sum + accel
+                accel_n += len(seq) - 2
             tail = seq[-2:]
             sheet_frames += [f for i, f in enumerate(frames, start) if i in sheet_at]
             bar.update(len(frames))
     path = writer.path if writer is not None else None
     seconds = time.perf_counter() - t0
     sheet_path = save_png(sheet, make_grid(np.stack(sheet_frames), cols=len(sheet_frames))) if sheet else None
-    rms_accel = (accel_sum / max(accel_n, 1)) ** 0.5  # as interpolate.latent_acceleration, streamed
+    total = float(accel_sum) if accel_sum is not None else 0.0
+    rms_accel = (total / max(accel_n, 1)) ** 0.5  # as interpolate.latent_acceleration, streamed
     return VideoResult(path, n, seconds, meter.value if n > 1 else 0.0, rms_accel, sheet_path)
 
 
