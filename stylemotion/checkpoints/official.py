@@ -21,10 +21,12 @@ def looks_official(sd: Mapping[str, Any]) -> bool:
     return OFFICIAL_MARKER in sd or any(k in sd for k in _STYLEGAN3_MARKERS)
 
 
-def infer_channel_params(channels: Mapping[int, int], *, where: str) -> tuple[int, int]:
-    """``(channel_base, channel_max)`` with ``min(base // res, max) == channels[res]`` for every resolution.
+def infer_channel_params(channels: Mapping[int, int]) -> dict[str, Any]:
+    """The config entries that give ``channels`` (resolution -> feature channels, every block of a generator).
 
-    Prefers the official base 32768 when it fits. Raises CheckpointError when no pair reproduces the layout.
+    ``{"channel_base": base, "channel_max": max}`` when ``min(base // res, max) == channels[res]`` for every
+    resolution (preferring the official base 32768 when it fits), otherwise the explicit table
+    ``{"channels_per_res": {res: channels}}`` (rosinality's ``channel_multiplier=4``, forks that change the table).
     """
     cmax = max(channels.values())
     lo, hi = 1, 1 << 40
@@ -34,16 +36,16 @@ def infer_channel_params(channels: Mapping[int, int], *, where: str) -> tuple[in
             hi = min(hi, (ch + 1) * res - 1)
     base = 32768 if lo <= 32768 <= hi else lo
     if lo > hi or any(min(base // r, cmax) != c for r, c in channels.items()):
-        raise CheckpointError(f"{where}: channel counts {dict(sorted(channels.items()))} do not follow "
-                              "min(channel_base // res, channel_max); this layout is not supported")
-    return base, cmax
+        return {"channels_per_res": dict(sorted(channels.items()))}
+    return {"channel_base": base, "channel_max": cmax}
 
 
 def infer_config(sd: Mapping[str, torch.Tensor], *, where: str, overrides: Mapping[str, Any] | None = None) -> GeneratorConfig:
     """Read the architecture off an official state dict's keys and shapes.
 
     What the keys cannot tell (``num_fp16_res``, ``conv_clamp``, the mapping's lr multiplier) takes the official
-    defaults (0, None, 0.01) unless ``overrides`` gives it.
+    defaults (0, None, 0.01) unless ``overrides`` gives it. Channel counts that the official formula cannot
+    express become an explicit ``channels_per_res`` table.
     """
     if any(k in sd for k in _STYLEGAN3_MARKERS):
         raise CheckpointError(f"{where}: this is a StyleGAN3 (alias-free) generator; only StyleGAN2 is supported")
@@ -69,11 +71,10 @@ def infer_config(sd: Mapping[str, torch.Tensor], *, where: str, overrides: Mappi
     if rgb_key not in sd:
         raise CheckpointError(f"{where}: missing key {rgb_key!r} (the last block's ToRGB)")
     channels = {res: int(sd[f"synthesis.b{res}.conv1.weight"].shape[0]) for res in resolutions}
-    base, cmax = infer_channel_params(channels, where=where)
     cfg: dict[str, Any] = {
         "z_dim": int(first.shape[1]) - embed_features, "w_dim": w_dim, "c_dim": c_dim,
         "img_resolution": img_res, "img_channels": int(sd[rgb_key].shape[0]), "mapping_layers": len(fc),
-        "channel_base": base, "channel_max": cmax,
+        **infer_channel_params(channels),
         "architecture": "skip" if len(resolutions) == 1 or "synthesis.b4.torgb.weight" in sd else "orig",
     }
     if len(fc) > 1 and int(first.shape[0]) != w_dim:

@@ -22,6 +22,10 @@ rosinality ``g_ema``                          official (stylegan2-ada-pytorch)
 rosinality multiplies conv weights by ``1/sqrt(fan_in)`` before demodulating; demodulation cancels the scale
 (up to the 1e-8 epsilon), and ToRGB's ``1/sqrt(in)`` equals the official ToRGB style gain, so weights are copied
 unchanged. Its blur/upsample kernels must be the standard ``[1, 3, 3, 1]`` ones.
+
+rosinality's generator takes a channel table (``channels[res]``, scaled by ``channel_multiplier`` from 64x64 up),
+not a formula; the table is read off the conv weights' shapes, and one that ``min(channel_base // res,
+channel_max)`` cannot express becomes the config's explicit ``channels_per_res``.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..models.stylegan2 import GeneratorConfig
 from ..models.stylegan2_ops import setup_filter
 from .official import infer_channel_params
@@ -108,10 +112,12 @@ def official_from_rosinality(ckpt: Mapping[str, Any], *, where: str) -> tuple[di
     has_avg = isinstance(ckpt.get("latent_avg"), torch.Tensor)
     out["mapping.w_avg"] = ckpt["latent_avg"].reshape(-1)[:style_dim] if has_avg else torch.zeros(style_dim)
     out_channels = {4 * 2 ** j: int(out[f"synthesis.b{4 * 2 ** j}.conv1.weight"].shape[0]) for j in range(num_blocks)}
-    base, cmax = infer_channel_params(out_channels, where=where)
-    config = GeneratorConfig(z_dim=style_dim, w_dim=style_dim, img_resolution=4 * 2 ** (num_blocks - 1),
-                             img_channels=img_channels, mapping_layers=n_mlp, channel_base=base,
-                             channel_max=cmax).validate()
+    try:
+        config = GeneratorConfig(z_dim=style_dim, w_dim=style_dim, img_resolution=4 * 2 ** (num_blocks - 1),
+                                 img_channels=img_channels, mapping_layers=n_mlp,
+                                 **infer_channel_params(out_channels)).validate()
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}: {exc}") from exc
     return out, config, has_avg
 
 

@@ -14,6 +14,10 @@ official module, each on purpose:
 * ``synthesis`` accepts ``w [N, w_dim]`` (broadcast to every layer) as well as ``ws [N, num_ws, w_dim]``.
 
 Architectures ``'skip'`` (config-f) and ``'orig'`` are supported; ``'resnet'`` generators are refused.
+
+Channel counts follow the official ``min(channel_base // res, channel_max)`` unless the config carries an explicit
+per-resolution table (``channels_per_res``), as rosinality's generator does (``channel_multiplier=4`` gives 1024
+channels at 64x64 after 512 at 32x32, which no ``channel_base``/``channel_max`` pair can express).
 """
 from __future__ import annotations
 
@@ -53,6 +57,13 @@ class GeneratorConfig:
     num_fp16_res: int = 0
     conv_clamp: float | None = None
     architecture: str = "skip"
+    # Explicit channel table ``((4, c4), (8, c8), ..., (img_resolution, c))``; None: the official formula.
+    # A mapping ``{res: channels}`` (keys may be strings, as JSON writes them) is accepted and stored as sorted
+    # pairs, so the config stays hashable. When set, channel_base and channel_max are not used.
+    channels_per_res: tuple[tuple[int, int], ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels_per_res", _channel_pairs(self.channels_per_res))
 
     def validate(self) -> "GeneratorConfig":
         res = self.img_resolution
@@ -82,13 +93,41 @@ class GeneratorConfig:
             raise ConfigError(f"conv_clamp must be positive or None, got {self.conv_clamp!r}")
         if not self.mapping_lr_multiplier > 0:
             raise ConfigError(f"mapping_lr_multiplier must be positive, got {self.mapping_lr_multiplier!r}")
+        if self.channels_per_res is not None:
+            self._validate_channel_table()
         return self
+
+    def _validate_channel_table(self) -> None:
+        table = self.channels_per_res
+        if not isinstance(table, tuple) or not all(isinstance(p, tuple) and len(p) == 2 for p in table):
+            raise ConfigError(f"channels_per_res must map each resolution to a channel count, got {table!r}")
+        keys = [r for r, _ in table]
+        expected = self.block_resolutions
+        bad = [r for r in keys if not _is_int(r)]
+        if bad:
+            raise ConfigError(f"channels_per_res keys must be resolutions (integers), got {bad!r}")
+        if len(set(keys)) != len(keys):
+            raise ConfigError(f"channels_per_res names a resolution twice: {keys!r}")
+        missing = [r for r in expected if r not in keys]
+        extra = [r for r in keys if r not in expected]
+        if missing or extra:
+            detail = "; ".join(part for part in (f"missing {missing}" if missing else "",
+                                                 f"unexpected {extra}" if extra else "") if part)
+            raise ConfigError(f"channels_per_res must give every resolution {expected} (img_resolution="
+                              f"{self.img_resolution}) exactly once ({detail}), got {dict(table)!r}")
+        for res, ch in table:
+            if not _is_int(ch) or ch < 1:
+                raise ConfigError(f"channels_per_res[{res}] must be a positive integer, got {ch!r}")
 
     @property
     def block_resolutions(self) -> list[int]:
         return [2 ** i for i in range(2, int(math.log2(self.img_resolution)) + 1)]
 
     def channels(self, res: int) -> int:
+        """Feature channels of the block at resolution ``res``: the explicit table when set, else the official
+        ``min(channel_base // res, channel_max)``."""
+        if self.channels_per_res is not None:
+            return dict(self.channels_per_res)[res]
         return min(self.channel_base // res, self.channel_max)
 
     @property
@@ -96,7 +135,13 @@ class GeneratorConfig:
         return 2 * len(self.block_resolutions)  # 1 conv at 4x4, 2 per later block, + the last ToRGB
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain data for JSON. The channel table, when set, is ``{res: channels}`` (JSON turns the keys into
+        strings; ``from_dict`` turns them back); without one the key is left out, so such files stay as before."""
+        data = dataclasses.asdict(self)
+        data.pop("channels_per_res")
+        if self.channels_per_res is not None:
+            data["channels_per_res"] = dict(self.channels_per_res)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "GeneratorConfig":
@@ -107,18 +152,23 @@ class GeneratorConfig:
         return cls(**dict(data)).validate()
 
     def to_init_kwargs(self) -> dict[str, Any]:
-        """The official stylegan2-ada-pytorch ``Generator(**init_kwargs)`` form."""
+        """The official stylegan2-ada-pytorch ``Generator(**init_kwargs)`` form.
+
+        A channel table is added as ``synthesis_kwargs["channels_per_res"]`` beside the official names. That key is
+        a stylemotion extension: ``from_init_kwargs`` reads it, the official code cannot build such a network."""
         mapping: dict[str, Any] = {"num_layers": self.mapping_layers, "lr_multiplier": self.mapping_lr_multiplier}
         if self.mapping_layer_features is not None:
             mapping["layer_features"] = self.mapping_layer_features
         if self.mapping_embed_features is not None:
             mapping["embed_features"] = self.mapping_embed_features
+        synthesis: dict[str, Any] = {"channel_base": self.channel_base, "channel_max": self.channel_max,
+                                     "num_fp16_res": self.num_fp16_res, "conv_clamp": self.conv_clamp,
+                                     "architecture": self.architecture}
+        if self.channels_per_res is not None:
+            synthesis["channels_per_res"] = dict(self.channels_per_res)
         return {"z_dim": self.z_dim, "c_dim": self.c_dim, "w_dim": self.w_dim,
                 "img_resolution": self.img_resolution, "img_channels": self.img_channels,
-                "mapping_kwargs": mapping,
-                "synthesis_kwargs": {"channel_base": self.channel_base, "channel_max": self.channel_max,
-                                     "num_fp16_res": self.num_fp16_res, "conv_clamp": self.conv_clamp,
-                                     "architecture": self.architecture}}
+                "mapping_kwargs": mapping, "synthesis_kwargs": synthesis}
 
     @classmethod
     def from_init_kwargs(cls, kwargs: Mapping[str, Any]) -> "GeneratorConfig":
@@ -159,7 +209,8 @@ class GeneratorConfig:
                 raise ConfigError(f"mapping_kwargs.{key} is not supported (value {value!r})")
             cfg[renames_m[key]] = value
         for key, value in synthesis.items():
-            if key not in ("channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture"):
+            if key not in ("channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture",
+                           "channels_per_res"):
                 raise ConfigError(f"synthesis_kwargs.{key} is not supported (value {value!r})")
             cfg[key] = value
         return cls(**cfg).validate()
@@ -167,6 +218,27 @@ class GeneratorConfig:
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _channel_pairs(table: Any) -> Any:
+    """A channel table as sorted ``(res, channels)`` pairs: from a mapping (string keys of digits, as JSON
+    writes them, become ints) or a sequence of pairs. Anything else comes back as is for ``validate`` to name."""
+    if table is None:
+        return None
+    if isinstance(table, Mapping):
+        items = list(table.items())
+    elif isinstance(table, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in table):
+        items = [tuple(p) for p in table]
+    else:
+        return table
+    pairs = tuple((int(r) if isinstance(r, str) and r.isdecimal() else r, c) for r, c in items)
+    if all(_is_int(r) for r, _ in pairs):
+        pairs = tuple(sorted(pairs, key=lambda p: p[0]))
+    return pairs
 
 
 class FullyConnectedLayer(nn.Module):
