@@ -155,7 +155,7 @@ def test_noise_modes(small_generator):
     G = small_generator
     ws = G.mapping(torch.randn(2, 16, generator=torch.Generator().manual_seed(8)))
     const1, const2 = G.synthesis(ws, noise_mode="const"), G.synthesis(ws, noise_mode="const")
-    assert torch.equal(const1, const2)
+    torch.testing.assert_close(const1, const2, rtol=1e-6, atol=1e-6)
     assert not torch.allclose(const1, G.synthesis(ws, noise_mode="none"))
     assert not torch.allclose(G.synthesis(ws, noise_mode="random"), G.synthesis(ws, noise_mode="random"))
     with pytest.raises(ConfigError, match="noise_mode"):
@@ -182,7 +182,8 @@ def test_ws_rows_are_shared_as_official():
 
 def test_w_input_broadcasts_like_ws(small_generator):
     w = small_generator.mapping(torch.randn(2, 16))[:, 0]
-    assert torch.equal(small_generator.synthesis(w), small_generator.synthesis(w[:, None].repeat(1, 6, 1)))
+    torch.testing.assert_close(small_generator.synthesis(w), small_generator.synthesis(w[:, None].repeat(1, 6, 1)),
+                               rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("res, base, cmax, zdim, wdim, layers", [(4, 64, 8, 7, 5, 1), (8, 100, 12, 3, 9, 3),
@@ -256,13 +257,16 @@ def test_fp16_blocks_close_to_fp32(device):
     ref = G.synthesis(ws, precision="fp32")
     fp16 = G.synthesis(ws, precision="fp16")
     assert fp16.dtype == torch.float32 and torch.isfinite(fp16).all()
-    assert not torch.equal(fp16, ref), "the FP16 path did not run"
+    assert (fp16 - ref).abs().max() > 1e-4, "the FP16 path did not run"
     assert psnr(fp16, ref) >= 40, f"FP16 PSNR {psnr(fp16, ref):.1f} dB"
-    assert torch.equal(G.synthesis(ws, force_fp32=True), ref)
+    # Same path, same inputs: equal to float rounding (never assert bit equality of convolutions across calls),
+    # and far tighter than the FP16 error above, so these tell the paths apart.
+    same = dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(G.synthesis(ws, force_fp32=True), ref, **same)
     if device == "cuda":
-        assert torch.equal(G.synthesis(ws), fp16), "on CUDA 'auto' must run the FP16 blocks"
+        torch.testing.assert_close(G.synthesis(ws), fp16, **same, msg="on CUDA 'auto' must run the FP16 blocks")
     else:
-        assert torch.equal(G.synthesis(ws), ref), "on the CPU 'auto' must stay in float32"
+        torch.testing.assert_close(G.synthesis(ws), ref, **same, msg="on the CPU 'auto' must stay in float32")
 
 
 def test_fp16_clamp_keeps_huge_activations_finite():

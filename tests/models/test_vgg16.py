@@ -101,7 +101,8 @@ def test_perceptual_distance_properties(kind):
     g = torch.Generator().manual_seed(0)
     a = torch.rand(3, 3, 32, 32, generator=g) * 2 - 1
     b = (a + 0.3 * torch.randn(3, 3, 32, 32, generator=g)).clamp(-1, 1)
-    assert torch.equal(d(a, a), torch.zeros(3))
+    # Zero to float rounding: oneDNN may pick other kernels for the two copies (alignment), so not bit-exact.
+    assert d(a, a).abs().max() < 1e-6
     dist = d(a, b)
     assert dist.shape == (3,) and (dist > 0).all()
     assert torch.allclose(d(a, b)[1:], d(a[1:], b[1:]))  # per image, independent of the batch

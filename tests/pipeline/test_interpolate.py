@@ -37,7 +37,7 @@ def test_keyframes_are_hit_exactly(mode):
     assert torch.equal(lat[0], keys[0])  # the video opens on the identity
     assert not torch.equal(lat[1], keys[0]) and not torch.equal(lat[1], keys[1])
     batched = torch.cat([b for _, b in sched.batches(7)])
-    assert torch.equal(batched, lat)
+    torch.testing.assert_close(batched, lat, rtol=1e-12, atol=1e-12)  # float64; vectorised tails may round apart
 
 
 def test_rendered_frames_equal_keyframe_renders():
@@ -47,12 +47,17 @@ def test_rendered_frames_equal_keyframe_renders():
     keys = make_keyframes(G, torch.randn(1, G.z_dim), dirs, items, coefficient=2.0)
     sched = Schedule(keys, build_segments([0.5, 0.5], 10, 0.3), "smooth")
     lat = sched.latents(0, sched.num_frames)
+    assert torch.equal(lat[2], keys[1]) and torch.equal(lat[9], keys[2]) and torch.equal(lat[4], keys[1])
     with torch.no_grad():
         def render(x):
             return G.synthesis(x[None])
-        assert torch.equal(render(lat[2]), render(keys[1])) and torch.equal(render(lat[9]), render(keys[2]))  # t=1
-        assert torch.equal(render(lat[4]), render(keys[1]))  # the hold
-        assert not torch.equal(render(lat[6]), render(keys[1]))  # moving towards 'sad
+        # Equal latents render equal frames to float rounding (convolutions are not bit-reproducible across
+        # buffers: oneDNN picks kernels by alignment).
+        same = dict(rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(render(lat[2]), render(keys[1]), **same)  # t = 1
+        torch.testing.assert_close(render(lat[9]), render(keys[2]), **same)
+        torch.testing.assert_close(render(lat[4]), render(keys[1]), **same)  # the hold
+        assert (render(lat[6]) - render(keys[1])).abs().max() > 1e-3  # moving towards 'sad'
 
 
 def test_smooth_has_continuous_velocity_and_less_acceleration():
