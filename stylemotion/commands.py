@@ -231,31 +231,33 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from .generate import render
     from .imaging import make_grid, save_png
     from .models.stylegan2 import z_from_seed
-    from .pipeline.directions import Directions
+    from .pipeline.directions import emotion_id
     from .pipeline.keyframes import apply_direction
+    from .models.emotion_cnn import EMOTIONS
 
     G = _load(args.ckpt, args.device)
-    dirs = Directions.load(args.directions)
+    dirs = _directions_for(G, args)
     try:
         coeffs = [float(c) for c in args.coeffs.split(",")]
     except ValueError as exc:
         raise ConfigError(f"--coeffs {args.coeffs!r}: expected comma-separated numbers") from exc
     z = z_from_seed(args.seed, G.z_dim).to(G.mapping.w_avg.device)
-    ws = apply_direction(G, z, dirs[args.emotion], dirs.space, coeffs, truncation_psi=args.trunc)
+    emotion = EMOTIONS[emotion_id(args.emotion, where="--emotion")]
+    ws = apply_direction(G, z, dirs[emotion], dirs.space, coeffs, truncation_psi=args.trunc)
     frames = render(G, ws, batch_size=len(coeffs), progress=False)
     save_png(args.out, make_grid(frames, cols=len(coeffs)))
-    print(f"wrote {args.out}: seed {args.seed}, {args.emotion} x {coeffs} in {dirs.space}")
+    print(f"wrote {args.out}: seed {args.seed}, {emotion} x {coeffs} in {dirs.space}")
     return 0
 
 
-def _directions_for(G, spec: str):
-    from .pipeline.directions import Directions, random_directions
+def _directions_for(G, args: argparse.Namespace):
+    """``--directions`` (a .npz, a folder of .npy, EMOTION=FILE.npy pairs, or 'random') in ``--space``."""
+    from .pipeline.directions import load_directions
 
-    if spec == "random":
+    if args.directions == "random":
         print("note: --directions random: seeded random unit W directions (for demos; not learned emotions)",
               file=sys.stderr)
-        return random_directions(G.w_dim)
-    return Directions.load(spec)
+    return load_directions(args.directions, space=args.space, w_dim=G.w_dim)
 
 
 def _script_items(args):
@@ -280,7 +282,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     from .pipeline.video_io import VideoWriter, check_writable
 
     G = _load(args.ckpt, args.device)
-    directions = _directions_for(G, args.directions)
+    directions = _directions_for(G, args)
     items = _script_items(args)
     check_directions(G, directions, [i.emotion for i in items])
     schedule = make_schedule(G, directions, items, seed=args.seed, fps=args.fps, mode=args.interp,
@@ -337,7 +339,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.batch is not None and args.batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {args.batch}")
     G = _load(args.ckpt, args.device)
-    directions = _directions_for(G, args.directions)
+    directions = _directions_for(G, args)
     modes = args.modes.split(",")
     batch = _batch(args, G)
     table = evaluate(G, directions, videos=args.videos, emotions_per_video=args.emotions, seconds=args.seconds,

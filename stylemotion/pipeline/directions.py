@@ -6,7 +6,9 @@ decision boundary in the *raw* latent space (the standardised coefficients divid
 Optional conditioning projects one direction off another (so "happy" need not also change what "neutral" does).
 
 Directions file (DESIGN.md section 4): ``emotions [E]``, ``directions [E, D]`` (Z or W) or ``[E, num_ws, w_dim]``
-(W+), ``space``, ``accuracy [E]`` (held-out), ``balanced_accuracy [E]``, ``counts [E]``.
+(W+), ``space``; optional metadata ``accuracy [E]`` (held-out), ``balanced_accuracy [E]``, ``counts [E]``. Also
+read: InterFaceGAN boundary ``.npy`` files (one per emotion) and stylegan-web ``latent_directions`` folders
+(``load_directions``).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -28,37 +30,224 @@ SPACES = ("z", "w", "w+")
 
 @dataclass
 class Directions:
+    """One latent direction per emotion. Only ``emotions``, ``directions`` and ``space`` are required; the rest
+    is optional metadata of learned directions (None when unknown, e.g. for imported InterFaceGAN boundaries).
+
+    Vectors are used as given: ``learn_directions`` writes unit vectors; imported files keep their own scale, so
+    a keyframe's coefficient multiplies exactly the vector in the file.
+    """
+
     emotions: list[str]
-    directions: np.ndarray  # [E, D] or [E, num_ws, w_dim], unit norm each
+    directions: np.ndarray  # [E, D] (Z or W) or [E, num_ws, w_dim] (W+)
     space: str
-    accuracy: np.ndarray  # [E] held-out accuracy of each one-vs-rest classifier
-    balanced_accuracy: np.ndarray  # [E]
-    counts: np.ndarray  # [E] samples of each emotion
+    accuracy: np.ndarray | None = None  # [E] held-out accuracy of each one-vs-rest classifier
+    balanced_accuracy: np.ndarray | None = None  # [E]
+    counts: np.ndarray | None = None  # [E] samples of each emotion
+    source: str = ""  # where the directions came from (a file, a folder, boundaries), for messages
+
+    def __post_init__(self) -> None:
+        where = self.source or "directions"
+        if self.space not in SPACES:
+            raise InputError(f"{where}: space must be one of {SPACES}, got {self.space!r}")
+        self.directions = np.asarray(self.directions)
+        if not np.issubdtype(self.directions.dtype, np.floating):
+            raise InputError(f"{where}: 'directions' must hold floats, got {self.directions.dtype}")
+        want_ndim = 3 if self.space == "w+" else 2
+        if self.directions.ndim != want_ndim or self.directions.shape[0] != len(self.emotions):
+            layout = "[E, num_ws, w_dim]" if self.space == "w+" else "[E, dim]"
+            raise InputError(f"{where}: 'directions' has shape {list(self.directions.shape)}; {len(self.emotions)} "
+                             f"emotions in space {self.space!r} need {layout} with E = {len(self.emotions)}")
+        if len(set(self.emotions)) != len(self.emotions):
+            raise InputError(f"{where}: emotions repeat: {self.emotions}")
+        if not np.isfinite(self.directions).all():
+            bad = sorted({self.emotions[i] for i in np.argwhere(~np.isfinite(self.directions))[:, 0]})
+            raise InputError(f"{where}: the directions of {bad} hold NaN or infinite values")
+        for name in ("accuracy", "balanced_accuracy", "counts"):
+            value = getattr(self, name)
+            if value is not None and np.shape(value) != (len(self.emotions),):
+                raise InputError(f"{where}: {name!r} has shape {list(np.shape(value))}, expected "
+                                 f"[{len(self.emotions)}] (one per emotion)")
 
     def __getitem__(self, emotion: str) -> np.ndarray:
         if emotion not in self.emotions:
-            raise ConfigError(f"no direction for {emotion!r}; this file has {self.emotions}")
+            raise ConfigError(f"no direction for {emotion!r}; {self.source or 'the directions'} has "
+                              f"{self.emotions}")
         return self.directions[self.emotions.index(emotion)]
 
     def save(self, path: str | os.PathLike) -> Path:
+        extra = {name: getattr(self, name) for name in ("accuracy", "balanced_accuracy", "counts")
+                 if getattr(self, name) is not None}
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, emotions=np.array(self.emotions), directions=self.directions.astype(np.float32),
-                         space=np.array(self.space), accuracy=self.accuracy, balanced_accuracy=self.balanced_accuracy,
-                         counts=self.counts)
+                         space=np.array(self.space), **extra)
         return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Directions":
+        """A directions ``.npz``: ``emotions``, ``directions``, ``space`` required; ``accuracy``,
+        ``balanced_accuracy``, ``counts`` read when present; other keys are ignored."""
         where = str(path)
         try:
-            with np.load(where, allow_pickle=False) as d:
-                return cls([str(e) for e in d["emotions"]], d["directions"], str(d["space"]), d["accuracy"],
-                           d["balanced_accuracy"], d["counts"])
-        except KeyError as exc:
-            raise InputError(f"{where}: not a directions file (missing {exc.args[0]!r})") from exc
-        except (OSError, ValueError) as exc:
+            d = np.load(where, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
             raise InputError(f"{where}: cannot read directions ({exc})") from exc
+        if not isinstance(d, np.lib.npyio.NpzFile):
+            raise InputError(f"{where}: not a directions file (a .npz archive is expected; for InterFaceGAN "
+                             "boundary .npy files use EMOTION=FILE.npy,...)")
+        with d:
+            missing = [k for k in ("emotions", "directions", "space") if k not in d.files]
+            if missing:
+                raise InputError(f"{where}: not a directions file (missing {', '.join(map(repr, missing))}; "
+                                 f"it has {d.files})")
+            try:
+                emotions = [_canonical_emotion(str(e), where=f"{where}: 'emotions'") for e in d["emotions"].reshape(-1)]
+                meta = {k: d[k] for k in ("accuracy", "balanced_accuracy", "counts") if k in d.files}
+                directions, space = d["directions"], str(d["space"])
+            except (OSError, ValueError, EOFError) as exc:
+                if isinstance(exc, InputError):
+                    raise
+                raise InputError(f"{where}: cannot read directions ({exc})") from exc
+        return cls(emotions, directions, space, source=where, **meta)
+
+    @classmethod
+    def from_boundaries(cls, boundaries: Mapping[str, str | os.PathLike | np.ndarray], *,
+                        space: str | None = None) -> "Directions":
+        """Directions from one vector per emotion: InterFaceGAN boundary ``.npy`` files (or arrays).
+
+        Each is ``[w_dim]``, ``[1, w_dim]`` or ``[num_ws, w_dim]``. ``space`` defaults to ``'w'`` for vectors
+        and ``'w+'`` when any is ``[num_ws, w_dim]`` (vectors are then repeated on every ws row, which is the
+        same edit). Asking for ``'z'`` or ``'w'`` with per-row directions whose rows differ is an error.
+        """
+        if not boundaries:
+            raise InputError("no boundaries given (expected EMOTION=FILE.npy pairs)")
+        emotions, arrays, wheres = [], [], []
+        for name, value in boundaries.items():
+            where = str(value) if not isinstance(value, np.ndarray) else f"the {name!r} boundary"
+            emotions.append(_canonical_emotion(name, where=where))
+            arrays.append(_read_vector(value, where=where))
+            wheres.append(where)
+        if len(set(emotions)) != len(emotions):
+            raise InputError(f"an emotion is given twice: {list(boundaries)}")
+        per_row = [a.ndim == 2 and a.shape[0] > 1 for a in arrays]
+        if space is None:
+            space = "w+" if any(per_row) else "w"
+        if space not in SPACES:
+            raise ConfigError(f"space must be one of {SPACES}, got {space!r}")
+        out = []
+        if space == "w+":
+            rows = {a.shape[0] for a, pr in zip(arrays, per_row) if pr}
+            if len(rows) > 1:
+                raise InputError(f"the W+ boundaries have different numbers of rows: "
+                                 f"{ {w: list(a.shape) for w, a in zip(wheres, arrays)} }")
+            num_ws = rows.pop() if rows else 1
+            for a, pr in zip(arrays, per_row):
+                out.append(a if pr else np.repeat(a.reshape(1, -1), num_ws, axis=0))
+        else:
+            for a, pr, where in zip(arrays, per_row, wheres):
+                if pr and not np.allclose(a, a[:1]):
+                    raise InputError(f"{where}: a [{a.shape[0]}, {a.shape[1]}] W+ direction whose rows differ "
+                                     f"cannot be used in space {space!r}; use --space w+")
+                out.append(a.reshape(-1, a.shape[-1])[0])
+        dims = {o.shape for o in out}
+        if len(dims) > 1:
+            raise InputError("the boundaries have different shapes: "
+                             + ", ".join(f"{w} {list(a.shape)}" for w, a in zip(wheres, arrays)))
+        source = ",".join(f"{e}={w}" for e, w in zip(emotions, wheres))
+        return cls(emotions, np.stack(out).astype(np.float32), space, source=source)
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, *, space: str | None = None) -> "Directions":
+        """A folder of per-emotion ``.npy`` directions, as stylegan-web and its forks share them
+        (``latent_directions/emotion_happy.npy``, ``[18, 512]`` W+ for FFHQ 1024), or named ``happy.npy``.
+        Files that name no FER-2013 emotion (``age.npy``, ``emotion_easy.npy``) are not used."""
+        root = Path(folder)
+        if not root.is_dir():
+            raise InputError(f"{root}: not a folder of directions")
+        found: dict[str, Path] = {}
+        for path in sorted(root.glob("*.npy")):
+            stem = path.stem.lower()
+            name = stem[len("emotion_"):] if stem.startswith("emotion_") else stem
+            if name not in EMOTIONS:
+                continue
+            if name in found:
+                raise InputError(f"{root}: both {found[name].name} and {path.name} give {name!r}; keep one")
+            found[name] = path
+        if not found:
+            present = sorted(p.name for p in root.iterdir())[:12]
+            raise InputError(f"{root}: no emotion directions found (expected emotion_<name>.npy or <name>.npy for "
+                             f"{', '.join(EMOTIONS)}; the folder has {present})")
+        dirs = cls.from_boundaries({e: found[e] for e in EMOTIONS if e in found}, space=space)
+        dirs.source = str(root)
+        return dirs
+
+
+MAX_DIRECTION_ELEMENTS = 64 * 1024  # a [num_ws, w_dim] direction of any StyleGAN is far below this
+
+
+def _canonical_emotion(value, *, where: str) -> str:
+    return EMOTIONS[emotion_id(value, where=where)]
+
+
+def _read_vector(value, *, where: str) -> np.ndarray:
+    """One boundary: ``[D]``, ``[1, D]`` or ``[num_ws, D]`` floats, read without pickle and capped in size."""
+    if isinstance(value, np.ndarray):
+        a = value
+    else:
+        try:
+            a = np.load(str(value), allow_pickle=False, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as exc:
+            raise InputError(f"{where}: cannot read a boundary .npy ({exc})") from exc
+        if not isinstance(a, np.ndarray):
+            raise InputError(f"{where}: expected one array in a .npy file, found an archive")
+    if a.size > MAX_DIRECTION_ELEMENTS or a.ndim not in (1, 2) or a.size == 0:
+        raise InputError(f"{where}: a direction must be [dim], [1, dim] or [num_ws, dim], got shape {list(a.shape)}")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise InputError(f"{where}: a direction must hold floats, got {a.dtype}")
+    a = np.array(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise InputError(f"{where}: the direction holds NaN or infinite values")
+    return a[0] if a.ndim == 2 and a.shape[0] == 1 else a
+
+
+def load_directions(spec: str | os.PathLike, *, space: str | None = None, w_dim: int | None = None) -> Directions:
+    """Directions from what a user types after ``--directions``:
+
+    - ``d.npz``: a directions file (``stylemotion directions``);
+    - a folder of ``emotion_<name>.npy`` / ``<name>.npy`` (stylegan-web ``latent_directions``);
+    - ``happy=smile_boundary.npy,sad=sad.npy``: InterFaceGAN boundaries, any subset of the seven emotions;
+    - ``random``: seeded random unit W directions (demos; needs ``w_dim``).
+
+    ``space`` (None: from the file, or inferred from the shapes) must agree with what a ``.npz`` says.
+    """
+    text = str(spec)
+    if text == "random":
+        if w_dim is None:
+            raise ConfigError("random directions need w_dim")
+        if space not in (None, "w"):
+            raise ConfigError(f"random directions are W directions; --space {space} does not apply")
+        return random_directions(w_dim)
+    if "=" in text and not Path(text).exists():
+        pairs = {}
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            name, sep, file = part.partition("=")
+            if not sep or not name.strip() or not file.strip():
+                raise InputError(f"--directions item {part!r}: expected EMOTION=FILE.npy")
+            if name.strip() in pairs:
+                raise InputError(f"--directions names {name.strip()!r} twice")
+            pairs[name.strip()] = file.strip()
+        return Directions.from_boundaries(pairs, space=space)
+    path = Path(text)
+    if path.is_dir():
+        return Directions.from_folder(path, space=space)
+    if not path.exists():
+        raise InputError(f"{path}: no such directions file or folder")
+    if path.suffix.lower() == ".npy":
+        raise InputError(f"{path}: a single .npy does not say which emotion it moves; give it as EMOTION={path}")
+    dirs = Directions.load(path)
+    if space is not None and space != dirs.space:
+        raise ConfigError(f"{path} holds {dirs.space!r} directions, but --space {space} was asked")
+    return dirs
 
 
 def emotion_id(value: str | int, *, where: str) -> int:
@@ -191,7 +380,7 @@ def learn_directions(latents: np.ndarray, labels: np.ndarray, *, space: str = "w
         dirs.append(d / np.linalg.norm(d))
     directions = np.stack(dirs).reshape((len(wanted),) + latents.shape[1:])
     return Directions(wanted, directions, space, np.array(acc), np.array(bacc),
-                      np.array([counts[e] for e in wanted]))
+                      np.array([counts[e] for e in wanted]), source="learned")
 
 
 def condition(directions: Directions, primary: str, against: str) -> np.ndarray:
@@ -211,5 +400,4 @@ def random_directions(w_dim: int, *, seed: int = 0) -> Directions:
     rng = np.random.default_rng(seed)
     d = rng.normal(size=(len(EMOTIONS), w_dim))
     d /= np.linalg.norm(d, axis=1, keepdims=True)
-    nan = np.full(len(EMOTIONS), np.nan)
-    return Directions(list(EMOTIONS), d, "w", nan, nan, np.zeros(len(EMOTIONS), dtype=np.int64))
+    return Directions(list(EMOTIONS), d, "w", source=f"random directions (seed {seed})")

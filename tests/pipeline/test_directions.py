@@ -104,3 +104,113 @@ def test_labeler_and_embedder_sources_match_for_folders_and_videos(tmp_path):
     got = labels_from_sequences(tmp_path / "s.jsonl", np.array([f.index for f in frames]),
                                 np.array([f.source for f in frames]))
     assert list(got) == [5, -1, 2]
+
+# --- reading directions made elsewhere --------------------------------------------------------------------------
+
+from stylemotion.errors import ConfigError  # noqa: E402
+from stylemotion.pipeline.directions import load_directions  # noqa: E402
+
+
+def test_npz_needs_only_emotions_directions_space(tmp_path):
+    d = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)
+    np.savez(tmp_path / "minimal.npz", emotions=np.array(["happy", "sad"]), directions=d, space=np.array("w"))
+    dirs = Directions.load(tmp_path / "minimal.npz")
+    assert dirs.emotions == ["happy", "sad"] and dirs.space == "w" and dirs.accuracy is None
+    np.testing.assert_array_equal(dirs["sad"], d[1])
+    np.savez(tmp_path / "acc.npz", emotions=np.array(["Happy"]), directions=d[:1], space=np.array("w"),
+             accuracy=np.array([0.9]))
+    assert Directions.load(tmp_path / "acc.npz").accuracy.tolist() == [0.9]
+    # and it saves back without inventing metadata
+    with np.load(dirs.save(tmp_path / "again.npz")) as z:
+        assert sorted(z.files) == ["directions", "emotions", "space"]
+
+
+@pytest.mark.parametrize("arrays, match", [
+    (dict(emotions=np.array(["happy"]), space=np.array("w")), r"missing 'directions'"),
+    (dict(emotions=np.array(["happy", "sad"]), directions=np.zeros((1, 8)), space=np.array("w")),
+     r"shape \[1, 8\]; 2 emotions"),
+    (dict(emotions=np.array(["hungry"]), directions=np.zeros((1, 8)), space=np.array("w")), "unknown emotion 'hungry'"),
+    (dict(emotions=np.array(["happy"]), directions=np.zeros((1, 8)), space=np.array("q")), "space must be one of"),
+    (dict(emotions=np.array(["happy"]), directions=np.full((1, 8), np.nan), space=np.array("w")), r"\['happy'\].*NaN"),
+    (dict(emotions=np.array(["happy"]), directions=np.zeros((1, 8)), space=np.array("w"), counts=np.ones(3)),
+     r"'counts' has shape \[3\]"),
+])
+def test_bad_npz_names_the_key(tmp_path, arrays, match):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(InputError, match=match):
+        Directions.load(tmp_path / "bad.npz")
+
+
+def test_interfacegan_boundaries_in_every_layout(tmp_path):
+    rng = np.random.default_rng(1)
+    smile, sad = rng.normal(size=(1, 8)).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    np.save(tmp_path / "smile_boundary.npy", smile)  # InterFaceGAN's own [1, w_dim]
+    np.save(tmp_path / "sad.npy", sad)
+    dirs = load_directions(f"happy={tmp_path / 'smile_boundary.npy'},sad={tmp_path / 'sad.npy'}", space="w")
+    assert dirs.emotions == ["happy", "sad"] and dirs.space == "w" and dirs.directions.shape == (2, 8)
+    np.testing.assert_array_equal(dirs["happy"], smile[0])
+    # a [num_ws, w_dim] boundary implies W+; vectors are then repeated on every row (the same edit)
+    plus = rng.normal(size=(4, 8)).astype(np.float32)
+    np.save(tmp_path / "surprise.npy", plus)
+    mixed = Directions.from_boundaries({"surprise": tmp_path / "surprise.npy", "sad": tmp_path / "sad.npy"})
+    assert mixed.space == "w+" and mixed.directions.shape == (2, 4, 8)
+    np.testing.assert_array_equal(mixed["sad"], np.repeat(sad[None], 4, axis=0))
+    with pytest.raises(InputError, match=r"surprise\.npy: a \[4, 8\] W\+ direction whose rows differ"):
+        Directions.from_boundaries({"surprise": tmp_path / "surprise.npy"}, space="w")
+    with pytest.raises(InputError, match=r"different shapes"):
+        Directions.from_boundaries({"happy": np.zeros(8, np.float32), "sad": np.zeros(9, np.float32)})
+
+
+def test_bad_boundaries_are_named(tmp_path):
+    np.save(tmp_path / "ints.npy", np.arange(8))
+    np.save(tmp_path / "cube.npy", np.zeros((2, 2, 2), np.float32))
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+    cases = {f"happy={tmp_path / 'ints.npy'}": r"ints\.npy: a direction must hold floats",
+             f"happy={tmp_path / 'cube.npy'}": r"cube\.npy: a direction must be \[dim\]",
+             f"happy={tmp_path / 'junk.npy'}": r"junk\.npy: cannot read a boundary",
+             f"happy={tmp_path / 'obj.npy'}": r"obj\.npy: cannot read a boundary",  # pickles are never loaded
+             f"hungry={tmp_path / 'cube.npy'}": r"unknown emotion 'hungry'",
+             f"happy={tmp_path / 'missing.npy'}": r"missing\.npy: cannot read",
+             "happy=": r"expected EMOTION=FILE\.npy",
+             str(tmp_path / "cube.npy"): r"does not say which emotion",
+             str(tmp_path / "nope.npz"): r"no such directions file or folder"}
+    for spec, match in cases.items():
+        with pytest.raises(InputError, match=match):
+            load_directions(spec)
+
+
+def test_stylegan_web_folder(tmp_path):
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "latent_directions"
+    folder.mkdir()
+    wanted = {}
+    for name in ("happy", "angry", "surprise"):
+        wanted[name] = rng.normal(size=(18, 8)).astype(np.float32)
+        np.save(folder / f"emotion_{name}.npy", wanted[name])
+    for other in ("age", "emotion_easy", "gender"):  # directions that are not FER-2013 emotions are skipped
+        np.save(folder / f"{other}.npy", rng.normal(size=(18, 8)).astype(np.float32))
+    dirs = load_directions(folder)
+    assert dirs.space == "w+" and dirs.emotions == ["angry", "happy", "surprise"]
+    for name, value in wanted.items():
+        np.testing.assert_array_equal(dirs[name], value)
+    with pytest.raises(ConfigError, match="no direction for 'sad'"):
+        dirs["sad"]
+    np.save(folder / "happy.npy", wanted["happy"])
+    with pytest.raises(InputError, match=r"both emotion_happy\.npy and happy\.npy"):
+        load_directions(folder)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    np.save(empty / "age.npy", np.zeros(8, np.float32))
+    with pytest.raises(InputError, match=r"no emotion directions found.*age\.npy"):
+        load_directions(empty)
+
+
+def test_space_must_agree_with_the_file(tmp_path):
+    dirs = Directions(["happy"], np.ones((1, 8), np.float32), "w")
+    dirs.save(tmp_path / "d.npz")
+    assert load_directions(tmp_path / "d.npz", space="w").space == "w"
+    with pytest.raises(ConfigError, match=r"holds 'w' directions, but --space w\+"):
+        load_directions(tmp_path / "d.npz", space="w+")
+    with pytest.raises(ConfigError, match="random directions are W directions"):
+        load_directions("random", space="z", w_dim=8)
