@@ -1,8 +1,12 @@
 """stylemotion: facial-expression videos from a StyleGAN2 latent space, streamed in real time.
 
-The CPU install needs PyTorch first (``pip install torch==2.13.0`` on the project machines; any torch >= 2.6
-works): a bare ``torch`` requirement would pull several GB of CUDA libraries. GPU users add the ``gpu`` extra,
-TensorRT users the ``tensorrt`` extra.
+The CPU install needs PyTorch first (``pip install torch==2.13.0`` on the project machines; any torch >= 2.10
+works): a bare ``torch`` requirement would pull several GB of CUDA libraries.
+
+Extras: ``onnx`` (export and verify on the CPU: onnx, onnxscript, onnxruntime), ``gpu`` (the same with
+onnxruntime-gpu instead of onnxruntime), ``tensorrt``, ``ray``, ``dev`` (the test tools). Choose ``onnx`` *or*
+``gpu``, never both: onnxruntime and onnxruntime-gpu install the same ``onnxruntime`` module and overwrite each
+other. CPU developers install ``.[dev,onnx]``, GPU developers ``.[dev,gpu]``.
 """
 from setuptools import find_packages, setup
 
@@ -15,7 +19,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["stylemotion", "stylemotion.*"]),
     install_requires=[
-        "torch>=2.6",  # weights-only torch.load is safe from 2.6 (CVE-2025-32434)
+        # Checkpoints load with torch.load(weights_only=True). That loader could run code before 2.6
+        # (CVE-2025-32434) and could corrupt memory on crafted files before 2.10 (CVE-2026-24747).
+        "torch>=2.10",
         "numpy>=1.24",
         "safetensors>=0.4",
         "pillow>=9",
@@ -26,12 +32,12 @@ setup(
         "imageio-ffmpeg>=0.5",  # H.264 MP4 output through the ffmpeg binary its wheel ships
     ],
     extras_require={
-        "gpu": ["onnxruntime-gpu>=1.17"],
+        "onnx": ["onnx>=1.15", "onnxscript>=0.2", "onnxruntime>=1.17"],  # export and verify (CPU)
+        "gpu": ["onnx>=1.15", "onnxscript>=0.2", "onnxruntime-gpu>=1.17"],  # instead of "onnx", never with it
         "tensorrt": ["tensorrt>=10.0", "onnx>=1.15", "onnxscript>=0.2"],
         "ray": ["ray>=2.9"],
-        "onnx": ["onnx>=1.15", "onnxscript>=0.2", "onnxruntime>=1.17"],  # export and verify (CPU)
-        "dev": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21",  # skimage: real face photos for tests
-                "onnx>=1.15", "onnxscript>=0.2", "onnxruntime>=1.17"],
+        # Test tools only (skimage: real face photos for tests); add "onnx" on the CPU or "gpu" on a GPU.
+        "dev": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21"],
     },
     entry_points={"console_scripts": ["stylemotion=stylemotion.cli:main"]},
 )

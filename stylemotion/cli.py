@@ -1,11 +1,12 @@
 """``stylemotion <command>``: declare the arguments, dispatch to ``commands.py``, set the exit code.
 
 Exit codes: 0 success, 2 a StylemotionError (bad input, file or configuration; the message says which), 130 on
-Ctrl-C.
+Ctrl-C (SIGINT), 143 on SIGTERM. Both signals take the same path: outputs are finished or removed.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 from typing import Sequence
@@ -13,6 +14,12 @@ from typing import Sequence
 from . import __version__
 from . import commands as c
 from .errors import StylemotionError
+from .interrupts import Terminated, sigterm_as_interrupt
+
+
+DIRECTIONS_HELP = ("a directions .npz; a folder of emotion_<name>.npy (stylegan-web latent_directions); "
+                   "InterFaceGAN boundaries as EMOTION=FILE.npy,...; or 'random' (demo only)")
+SPACE_HELP = "latent space of the directions (default: the .npz's, or inferred: [18, 512] arrays are w+, vectors w)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ed = sub.add_parser("edit", help="a strip of one identity moved along an emotion direction")
     ed.add_argument("ckpt")
-    ed.add_argument("--directions", required=True)
+    ed.add_argument("--directions", required=True, help=DIRECTIONS_HELP)
+    ed.add_argument("--space", choices=["z", "w", "w+"], default=None, help=SPACE_HELP)
     ed.add_argument("--emotion", required=True)
     ed.add_argument("--seed", type=int, default=0)
     ed.add_argument("--coeffs", default="-5,-3,0,3,5")
@@ -127,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     vid = sub.add_parser("video", help="render an emotion video: identity + keyframes + interpolation -> MP4")
     vid.add_argument("ckpt")
-    vid.add_argument("--directions", required=True, help="directions .npz, or 'random' (demo only)")
+    vid.add_argument("--directions", required=True, help=DIRECTIONS_HELP)
+    vid.add_argument("--space", choices=["z", "w", "w+"], default=None, help=SPACE_HELP)
     src = vid.add_mutually_exclusive_group(required=True)
     src.add_argument("--script", help="emotion:seconds[:coefficient],... e.g. happy:2,surprise:1.5,neutral:1")
     src.add_argument("--predict", type=int, help="let the LSTM choose this many emotions (needs --lstm)")
@@ -155,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="ACD table over many generated videos, per interpolation mode")
     ev.add_argument("ckpt")
-    ev.add_argument("--directions", required=True, help="directions .npz, or 'random'")
+    ev.add_argument("--directions", required=True, help=DIRECTIONS_HELP)
+    ev.add_argument("--space", choices=["z", "w", "w+"], default=None, help=SPACE_HELP)
     ev.add_argument("--videos", type=int, default=210)
     ev.add_argument("--emotions", type=int, default=4, help="emotions per video")
     ev.add_argument("--seconds", type=float, default=1.0, help="seconds per emotion")
@@ -210,14 +220,39 @@ def _join_negative_lists(argv: list[str]) -> list[str]:
     return out
 
 
+class _StderrHandler(logging.Handler):
+    """The library's log records as ``warning: ...`` / ``note: ...`` lines on the current ``sys.stderr``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            prefix = "note" if record.levelno < logging.WARNING else record.levelname.lower()
+            print(f"{prefix}: {record.getMessage()}", file=sys.stderr)
+        except Exception:  # logging must never break the command; report the way logging does
+            self.handleError(record)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """The CLI's logging: the ``stylemotion`` logger's records to stderr (set once, however often main runs)."""
+    logger = logging.getLogger("stylemotion")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    logger.addHandler(_StderrHandler())
+    logger.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = _join_negative_lists(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
+    configure_logging()
     try:
-        return args.func(args)
+        with sigterm_as_interrupt():
+            return args.func(args)
     except StylemotionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return Terminated.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -53,9 +53,9 @@ def test_generate_from_latents_npz_matches_seeds(tmp_path, capsys):
 
     np.savez(tmp_path / "lat.npz", ws=ws_from_seeds(G, [3, 5], truncation_psi=0.5).numpy())
     assert main(["generate", str(ckpt), "--ws", str(tmp_path / "lat.npz"), "--out", str(tmp_path / "w.png"), "--quiet"]) == 0
-    a = np.asarray(Image.open(tmp_path / "s-seed0005.png"))
-    b = np.asarray(Image.open(tmp_path / "w-ws0001.png"))
-    np.testing.assert_array_equal(a, b)
+    a = np.asarray(Image.open(tmp_path / "s-seed0005.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "w-ws0001.png")).astype(int)
+    assert np.abs(a - b).max() <= 1  # two renders: float rounding may move a pixel across a uint8 step
     capsys.readouterr()
 
 
@@ -102,9 +102,11 @@ def test_embed_command_on_a_video(tmp_path, capsys):
     out = tmp_path / "lat.npz"
     args = ["embed", str(tmp_path / "clip.avi"), "--ckpt", str(ckpt), "--out", str(out), "--steps", "8",
             "--batch", "2", "--every", "2", "--warm-start", "--warm-steps", "4", "--quiet"]
-    with pytest.warns(UserWarning, match="32x24 centre-cropped to 24x24 and resized to 16x16"):
-        assert main(args) == 0
+    assert main(args) == 0
     captured = capsys.readouterr()
+    # one warning for the video, not one per frame
+    assert captured.err.count("warning: ") == 1
+    assert "32x24 centre-cropped to 24x24 and resized to 16x16" in captured.err
     assert "3 frames embedded" in captured.out and "RANDOM weights" in captured.err
     data = read_latents(out)
     assert list(data["frame_index"]) == [0, 2, 4] and data["ws"].shape == (3, G.num_ws, G.w_dim)
@@ -260,3 +262,31 @@ def test_export_command_writes_every_checked_graph(tmp_path, capsys):
     sidecar = json.loads((tmp_path / "onnx" / "synthesis.json").read_text())
     assert sidecar["source_sha256"] and sidecar["config"]["num_fp16_res"] == 2
     assert out.out.count("checked (onnx full check") == len(names)
+
+
+def test_video_from_minimal_npz_and_interfacegan_boundaries_is_the_same(tmp_path, capsys):
+    G = make_generator()
+    ckpt = save_generator(G, tmp_path / "g.safetensors")
+    rng = np.random.default_rng(3)
+    happy, sad = (v / np.linalg.norm(v) for v in rng.normal(size=(2, G.w_dim)).astype(np.float32))
+    np.savez(tmp_path / "d.npz", emotions=np.array(["happy", "sad"]), directions=np.stack([happy, sad]),
+             space=np.array("w"))
+    np.save(tmp_path / "smile_boundary.npy", happy[None])  # InterFaceGAN writes [1, w_dim]
+    np.save(tmp_path / "sad.npy", sad)
+    common = ["--script", "happy:0.5,sad:0.5", "--fps", "10", "--quiet"]
+    assert main(["video", str(ckpt), "--directions", str(tmp_path / "d.npz"), *common,
+                 "--out", str(tmp_path / "a")]) == 0
+    boundaries = f"happy={tmp_path / 'smile_boundary.npy'},sad={tmp_path / 'sad.npy'}"
+    assert main(["video", str(ckpt), "--directions", boundaries, "--space", "w", *common,
+                 "--out", str(tmp_path / "b")]) == 0
+    a = [np.asarray(Image.open(p)).astype(int) for p in sorted((tmp_path / "a").glob("*.png"))]
+    b = [np.asarray(Image.open(p)).astype(int) for p in sorted((tmp_path / "b").glob("*.png"))]
+    assert len(a) == len(b) == 10
+    assert max(np.abs(x - y).max() for x, y in zip(a, b)) <= 1  # same vectors, same frames (to rounding)
+    assert max(np.abs(x - a[0]).max() for x in a) > 5  # and the face does move
+    capsys.readouterr()
+    # a script naming an emotion the boundaries lack fails before the first frame, naming it
+    assert main(["video", str(ckpt), "--directions", boundaries, "--script", "happy:0.5,fear:0.5", "--fps", "10",
+                 "--out", str(tmp_path / "c.mp4"), "--quiet"]) == 2
+    assert "no direction for ['fear']" in capsys.readouterr().err
+    assert not (tmp_path / "c.mp4").exists() and not list(tmp_path.glob(".c*"))

@@ -59,7 +59,7 @@ def _shaped_like_signature(spec: ExportSpec) -> tuple:
 
 def verify_onnx(path: str | os.PathLike, spec: ExportSpec, batches: Sequence[int]) -> dict:
     """ONNX Runtime (CPU) against the PyTorch module on fresh random inputs; returns the relative errors."""
-    ort = require("onnxruntime")
+    ort = require("onnxruntime", extra="onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     expected = [s.name for s in spec.inputs]
@@ -95,8 +95,8 @@ def export_onnx(spec: ExportSpec, out_dir: str | os.PathLike, *, source: str | o
                 config: dict | None = None, batches: Sequence[int] | None = None,
                 tolerance: float = FP32_REL_TOL) -> Path:
     """Write ``<out_dir>/<spec.name>.onnx`` (+ ``.onnx.data`` when external) and ``<spec.name>.json``."""
-    onnx = require("onnx", extra="tensorrt", package="onnx")
-    require("onnxscript", package="onnxscript")  # torch's dynamo exporter needs it
+    onnx = require("onnx", extra="onnx")
+    require("onnxscript", extra="onnx")  # torch's dynamo exporter needs it
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +145,7 @@ def export_onnx(spec: ExportSpec, out_dir: str | os.PathLike, *, source: str | o
             "profile": asdict(spec.profile), "source": str(source) if source else None,
             "source_sha256": file_sha256(source) if source and Path(source).is_file() else None,
             "config": config, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": require("onnxruntime").__version__,
+            "onnxruntime": require("onnxruntime", extra="onnx").__version__,
             "checks": {"onnx_checker_full": True, "shape_inference": True,
                        **({"ort_psnr_db_vs_fp32": errors, "min_psnr_db": spec.min_psnr} if spec.min_psnr
                           else {"ort_relative_error": errors, "tolerance": tolerance})},

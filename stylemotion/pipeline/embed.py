@@ -362,11 +362,14 @@ def embed_frames(G: Generator, frames, out: str | os.PathLike, *, projector: Pro
         bar.update(len(batch))
 
     batch: list = []
+    resized: set[str] = set()  # sources whose resizing was reported (once per source, not per frame)
     try:
         for frame in frames:
             if (frame.source, frame.index) in done:
                 continue
-            rgb = fit_to_resolution(frame.rgb, G.img_resolution, where=f"{frame.source}#{frame.index}")
+            rgb = fit_to_resolution(frame.rgb, G.img_resolution, where=f"{frame.source}#{frame.index}",
+                                    warn=frame.source not in resized)
+            resized.add(frame.source)
             batch.append((frame, rgb))
             if len(batch) == batch_size:
                 flush(batch)

@@ -50,7 +50,7 @@ def vgg_extractor(vgg=None) -> Extractor:
 
 
 def onnx_extractor(path: str | os.PathLike) -> Extractor:
-    ort = require("onnxruntime")
+    ort = require("onnxruntime", extra="onnx")
     where = str(path)
     try:
         session = ort.InferenceSession(where, providers=["CPUExecutionProvider"])

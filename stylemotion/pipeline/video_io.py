@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import logging
 import subprocess
-import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +19,8 @@ import numpy as np
 
 from .._optional import require
 from ..errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -45,7 +47,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 arr = np.clip(arr / (65535.0 if arr.max() > 255 else 255.0) * 255.0, 0, 255).round().astype(np.uint8)
                 return np.repeat(arr[:, :, None], 3, axis=2)
             if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
-                warnings.warn(f"{where}: image has an alpha channel; composited on white", stacklevel=2)
+                log.warning("%s: image has an alpha channel; composited on white", where)
                 rgba = im.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
@@ -119,8 +121,9 @@ def iter_frames(path: str | os.PathLike, *, every: int = 1, fps: float | None = 
         yield Frame(0, read_image(p), str(p))
 
 
-def fit_to_resolution(rgb: np.ndarray, resolution: int, *, where: str = "image") -> np.ndarray:
-    """Centre-crop to a square and resize (Lanczos) to ``resolution``; warns when it changes the image."""
+def fit_to_resolution(rgb: np.ndarray, resolution: int, *, where: str = "image", warn: bool = True) -> np.ndarray:
+    """Centre-crop to a square and resize (Lanczos) to ``resolution``; logs a warning when it changes the image
+    (``warn=False``: the caller already said so, e.g. for the first frame of the same video)."""
     from PIL import Image
 
     h, w = rgb.shape[:2]
@@ -129,8 +132,9 @@ def fit_to_resolution(rgb: np.ndarray, resolution: int, *, where: str = "image")
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     crop = rgb[top:top + side, left:left + side]
-    warnings.warn(f"{where}: {w}x{h} centre-cropped to {side}x{side} and resized to {resolution}x{resolution}",
-                  stacklevel=2)
+    if warn:
+        log.warning("%s: %dx%d centre-cropped to %dx%d and resized to %dx%d", where, w, h, side, side, resolution,
+                    resolution)
     return np.asarray(Image.fromarray(crop).resize((resolution, resolution), Image.LANCZOS))
 
 

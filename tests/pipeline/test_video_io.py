@@ -20,7 +20,7 @@ def _write_video(path, frames, fps=10.0):
     writer.release()
 
 
-def test_image_modes_become_rgb(tmp_path):
+def test_image_modes_become_rgb(tmp_path, caplog):
     gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
     Image.fromarray(gray, "L").save(tmp_path / "g.png")
     out = read_image(tmp_path / "g.png")
@@ -29,8 +29,9 @@ def test_image_modes_become_rgb(tmp_path):
     rgba[..., 0] = 200
     rgba[:2, :, 3] = 255  # top half opaque red, bottom half transparent
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    with pytest.warns(UserWarning, match="alpha channel"):
+    with caplog.at_level("WARNING", logger="stylemotion"):
         out = read_image(tmp_path / "a.png")
+    assert "alpha channel" in caplog.text
     assert tuple(out[0, 0]) == (200, 0, 0) and tuple(out[3, 3]) == (255, 255, 255)
     deep = (np.arange(16, dtype=np.uint16).reshape(4, 4) * 4096)
     Image.fromarray(deep).save(tmp_path / "d.png")  # a 16-bit grayscale PNG
@@ -76,11 +77,12 @@ def test_video_with_no_frames(tmp_path):
         list(iter_frames(tmp_path / "none.avi"))
 
 
-def test_fit_to_resolution_crops_and_warns():
+def test_fit_to_resolution_crops_and_warns(caplog):
     img = np.zeros((20, 40, 3), np.uint8)
     img[:, 10:30] = 255  # the centre square is white
-    with pytest.warns(UserWarning, match="40x20 centre-cropped to 20x20 and resized to 16x16"):
+    with caplog.at_level("WARNING", logger="stylemotion"):
         out = fit_to_resolution(img, 16)
+    assert "40x20 centre-cropped to 20x20 and resized to 16x16" in caplog.text
     assert out.shape == (16, 16, 3) and out.min() > 200
     assert fit_to_resolution(out, 16) is out
 
