@@ -1,21 +1,128 @@
 #!/usr/bin/env bash
 # Everything a lent GPU can tell us, in one call of the device tool (DESIGN.md section 6):
 #   the CUDA-marked tests (FP16 against float32 by PSNR, CUDA graphs), generator throughput for fp32 and fp16,
-#   the projector's step cost, and every engine's images/s (torch fp32/fp16/graphs, ONNX Runtime).
-# Runs with the machine's own python3 and PyTorch (the .venv of the CPU machines does not work there).
-# Results go to bench/results/ and, when the device tool sets $OUT, are copied there to come back.
+#   the projector's step cost, and every engine's images/s on the GPU (torch fp32/fp16/graphs, ONNX Runtime CUDA
+#   where onnxruntime-gpu is installed). GPU rows only: no CPU benchmark runs inside the device call.
+#
+#   bash bench/gpu_check.sh                                      # on the GPU: about 5 minutes, never more than
+#                                                                # STYLEMOTION_GPU_CHECK_BUDGET (540) seconds
+#   STYLEMOTION_GPU_CHECK_DEVICE=cpu bash bench/gpu_check.sh     # dry run: the same steps on a tiny model
+#                                                                # (tiny-32) on the CPU, in about a minute
+#
+# Environment: PYTHON (default: python3 on a GPU, whose own python and PyTorch are used there since the .venv of
+# the CPU machines does not work on it; .venv/bin/python in a dry run when `make test` has made it); STYLEMOTION_GPU_CHECK_DEVICE (cuda, cuda:N or cpu; default cuda);
+# STYLEMOTION_GPU_CHECK_BUDGET (seconds for all steps; each step is stopped at what is left);
+# STYLEMOTION_GPU_CHECK_RESULTS (where the results go: default bench/results/ on a GPU, a temporary folder in a
+# dry run, so that dry-run figures never land in the committed results).
+# Each step prints its exit status and wall time; a summary and the whole log are written beside the results,
+# and, when the device tool sets $OUT, copied to $OUT/results after every step (a cut-off call still returns
+# what was done). Exits 1 when any step failed, 2 on a bad setting.
 set -uo pipefail
+if [ -n "${STYLEMOTION_GPU_CHECK_RESULTS:-}" ]; then  # relative to where the script was started from
+  case "$STYLEMOTION_GPU_CHECK_RESULTS" in
+    /*) ;;
+    *) STYLEMOTION_GPU_CHECK_RESULTS="$PWD/$STYLEMOTION_GPU_CHECK_RESULTS";;
+  esac
+fi
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PY=${PYTHON:-python3}
+DEVICE=${STYLEMOTION_GPU_CHECK_DEVICE:-cuda}
+if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
+elif [ "$DEVICE" = cpu ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python  # the CPU machines' venv (make test)
+else PY=python3
+fi
+BUDGET=${STYLEMOTION_GPU_CHECK_BUDGET:-540}
+case "$BUDGET" in
+  ''|*[!0-9]*) echo "STYLEMOTION_GPU_CHECK_BUDGET must be whole seconds, got '$BUDGET'" >&2; exit 2;;
+esac
+
+case "$DEVICE" in
+  cuda|cuda:[0-9]*)
+    DEST=${STYLEMOTION_GPU_CHECK_RESULTS:-bench/results}
+    BIG=ffhq-1024; SMALL=ffhq-256
+    RUN_ARGS=(--batch 1,8,32 --precision fp32,fp16 --iters 10)
+    EMBED_ARGS=(--batch 1,8 --amp both --steps 5)
+    SEQ_ARGS=(--frames 8)
+    ENGINE_ARGS=(--batch 1,8,32 --iters 10)
+    ;;
+  cpu)
+    DEST=${STYLEMOTION_GPU_CHECK_RESULTS:-}
+    BIG=tiny-32; SMALL=tiny-32
+    # One thread: a dry run's figures mean nothing, and a busy 2-core machine makes a thread pool crawl.
+    export OMP_NUM_THREADS=1
+    RUN_ARGS=(--batch 1,2 --precision fp32,fp16 --iters 1 --warmup 1 --threads 1)
+    EMBED_ARGS=(--batch 1,2 --amp both --steps 1 --threads 1)
+    SEQ_ARGS=(--frames 2 --max-steps 5)
+    ENGINE_ARGS=(--batch 1,2 --iters 1 --threads 1)
+    ;;
+  *) echo "STYLEMOTION_GPU_CHECK_DEVICE must be cuda, cuda:N or cpu, got '$DEVICE'" >&2; exit 2;;
+esac
+
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/stylemotion-gpu-check.XXXXXX") || exit 2
+LOG="$RUN/gpu_check-${DEVICE//:/}-$(date -u +%Y-%m-%d).log"
+SUMMARY="$RUN/gpu_check-${DEVICE//:/}-$(date -u +%Y-%m-%d).txt"
+START=$SECONDS
 status=0
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
-$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
-$PY -m pytest -q -p no:cacheprovider -m gpu tests || status=1
-$PY bench/run.py --model ffhq-1024 --device cuda --batch 1,8,32 --precision fp32,fp16 --iters 10 || status=1
-$PY bench/run.py --model ffhq-256 --device cuda --batch 1,8,32 --precision fp32,fp16 --iters 10 || status=1
-$PY bench/embed.py --model ffhq-1024 --device cuda --batch 1,8 --amp both --steps 5 || status=1
-$PY bench/embed.py --model ffhq-256 --device cuda --batch 1,8 --amp both --steps 5 || status=1
-$PY bench/engines.py --model ffhq-1024 --batch 1,8,32 --iters 20 || status=1
-if [ -n "${OUT:-}" ]; then mkdir -p "$OUT/results" && cp bench/results/* "$OUT/results/" 2>/dev/null; fi
+summary=()
+
+publish() {  # copy this run's files (and only them) to the results folder and to $OUT
+  if [ -n "$DEST" ]; then mkdir -p "$DEST" && cp "$RUN"/* "$DEST"/ 2>/dev/null; fi
+  if [ -n "${OUT:-}" ]; then mkdir -p "$OUT/results" && cp "$RUN"/* "$OUT/results"/ 2>/dev/null; fi
+  return 0
+}
+
+step() {  # step NAME LIMIT_S COMMAND...: run with a time limit (cut to the budget left), log, time, record
+  local name=$1 limit=$2 left rc t0 line
+  shift 2
+  left=$((BUDGET - (SECONDS - START)))
+  if [ "$left" -lt "$limit" ]; then limit=$left; fi
+  if [ "$limit" -lt 5 ]; then
+    line="$name: not run (the ${BUDGET} s budget is spent)"
+    status=1
+  else
+    echo "=== $name (limit ${limit} s)" | tee -a "$LOG"
+    t0=$(date +%s.%N)
+    timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG"
+    rc=${PIPESTATUS[0]}
+    line=$(awk -v n="$name" -v rc="$rc" -v a="$t0" -v b="$(date +%s.%N)" \
+      'BEGIN { printf "%s: exit %d in %.1f s%s", n, rc, b - a, (rc == 124 || rc == 137) ? " (time limit)" : "" }')
+    if [ "$rc" -ne 0 ]; then status=1; fi
+  fi
+  echo "=== $line" | tee -a "$LOG"
+  summary+=("$line")
+  printf '%s\n' "device $DEVICE, python $PY" "${summary[@]}" > "$SUMMARY"
+  publish
+}
+
+echo "gpu_check on $DEVICE: results of this run in $RUN${DEST:+, copied to $DEST}" | tee -a "$LOG"
+if [ "$DEVICE" != cpu ]; then
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  # No device, no point: stop before any step spends the call's minutes.
+  step "torch sees $DEVICE" 60 "$PY" -c "import sys, torch; d = torch.device('$DEVICE')
+ok = torch.cuda.is_available() and (d.index or 0) < torch.cuda.device_count()
+print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(d) if ok else 'NO CUDA DEVICE')
+sys.exit(0 if ok else 1)"
+else
+  step "torch on the cpu" 60 "$PY" -c "import torch
+print('torch', torch.__version__, 'cpu', torch.get_num_threads(), 'threads')"
+fi
+if [ "$status" -ne 0 ]; then
+  echo "gpu_check: $DEVICE is not usable here with $PY (no PyTorch, or no such device: set PYTHON, or run" \
+    "\`make test\` to create .venv); nothing else was run" >&2
+  exit 1
+fi
+step "pytest -m gpu" 180 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
+step "generator $BIG" 120 "$PY" bench/run.py --model "$BIG" --device "$DEVICE" "${RUN_ARGS[@]}" --out "$RUN"
+step "engines $BIG" 180 "$PY" bench/engines.py --model "$BIG" --device "$DEVICE" "${ENGINE_ARGS[@]}" --out "$RUN"
+step "projector $BIG" 150 "$PY" bench/embed.py --model "$BIG" --device "$DEVICE" "${EMBED_ARGS[@]}" "${SEQ_ARGS[@]}" \
+  --out "$RUN"
+step "generator $SMALL" 90 "$PY" bench/run.py --model "$SMALL" --device "$DEVICE" "${RUN_ARGS[@]}" --out "$RUN"
+step "projector $SMALL" 90 "$PY" bench/embed.py --model "$SMALL" --device "$DEVICE" "${EMBED_ARGS[@]}" --frames 0 \
+  --out "$RUN"
+
+echo "=== gpu_check on $DEVICE: $([ "$status" -eq 0 ] && echo passed || echo FAILED) in $((SECONDS - START)) s" \
+  | tee -a "$LOG"
+printf '  %s\n' "${summary[@]}"
+echo "results: ${DEST:-$RUN}"
+publish
 exit $status

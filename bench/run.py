@@ -2,6 +2,12 @@
 
     python bench/run.py --model ffhq-256 --device cpu --batch 1,4 --precision fp32
     python bench/run.py --model ffhq-1024 --device cuda --batch 1,8,32 --precision fp32,fp16
+    python bench/run.py --model tiny-32 --device cpu --batch 1 --iters 1     # a dry run in seconds
+
+``--model`` takes a checkpoint, a built-in name (ffhq-256/512/1024), or ``tiny-32``: a benchmark-only name for
+the built-in config shrunk to 32x32 (narrow, 2 mapping layers, seeded random weights), so that every script can
+be dry-run on a CPU in seconds (``STYLEMOTION_GPU_CHECK_DEVICE=cpu bash bench/gpu_check.sh``); its figures
+measure nothing.
 
 Writes ``bench/results/<device>-<date>.json`` and a markdown table beside it (``--out`` changes the folder).
 Timings on CUDA are taken with CUDA events around each batch after warm-up; on the CPU with perf_counter.
@@ -23,6 +29,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stylemotion.atomic import atomic_path  # noqa: E402
 from stylemotion.checkpoints import load_generator  # noqa: E402
+
+
+# The dry-run model: ffhq-256's config with these overrides (seeded random weights, like every built-in name).
+TINY_MODEL = "tiny-32"
+TINY_OVERRIDES = dict(img_resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=1024, channel_max=32)
+
+
+def load_model(name: str, device: str = "cpu"):
+    """A generator for ``--model``: a checkpoint, a built-in name, or ``tiny-32`` (see the module docstring)."""
+    if name == TINY_MODEL:
+        return load_generator("ffhq-256", config=TINY_OVERRIDES, device=device)
+    return load_generator(name, device=device)
+
+
+def pick_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; a CUDA device asked for on a machine without CUDA is an
+    error here, not a crash later."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: CUDA is not available here")
+    return device
 
 
 def device_name(device: str) -> str:
@@ -64,7 +92,7 @@ def time_batches(G, batch: int, precision: str, iters: int, warmup: int, device:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="ffhq-256", help="checkpoint or built-in name (default ffhq-256)")
+    p.add_argument("--model", default="ffhq-256", help="checkpoint, built-in name or tiny-32 (default ffhq-256)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch", default="1,4", help="comma-separated batch sizes")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32, fp16, auto")
@@ -73,10 +101,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = p.parse_args(argv)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = pick_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    G = load_generator(args.model, device=device)
+    G = load_model(args.model, device=device)
     rows = []
     for precision in args.precision.split(","):
         for batch in (int(b) for b in args.batch.split(",")):

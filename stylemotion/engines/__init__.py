@@ -1,4 +1,4 @@
-"""Engines: one interface (``run(ws) -> images``, ``info``) over PyTorch, ONNX Runtime and (later) TensorRT."""
+"""Engines: one interface (``run(ws) -> images``, ``info``) over PyTorch, ONNX Runtime and TensorRT."""
 from .base import Engine, EngineInfo
 from .factory import open_engine
 

@@ -1,9 +1,14 @@
 """``open_engine``: pick the fastest backend available here, and say which and why.
 
-``backend="auto"`` tries, in order: TensorRT (not built yet in this release: reported as unavailable),
-ONNX Runtime CUDA, PyTorch CUDA (FP16 blocks, CUDA graphs), ONNX Runtime CPU (needs ``synthesis.onnx`` from
-``stylemotion export``), PyTorch CPU. ``EngineInfo.detail`` records the choice and the reasons others were
-passed over.
+``backend="auto"`` tries, in order: TensorRT (a native plan built from ``synthesis.onnx`` with the TensorRT 10
+Python API by ``trt_build.py``, kept in the engine cache and run by ``trt_engine.py``; needs the ``tensorrt``
+package, a CUDA device and ``synthesis.onnx`` from ``stylemotion export``), ONNX Runtime CUDA (needs
+onnxruntime-gpu and ``synthesis.onnx``), PyTorch CUDA (FP16 blocks, CUDA graphs), ONNX Runtime CPU (needs
+``synthesis.onnx``), PyTorch CPU. ``EngineInfo.detail`` records the choice and the reasons others were passed
+over. A backend asked for by name is never replaced by another: it is opened on the device asked for, or an
+EngineError says what is missing (e.g. ``backend="onnxruntime", device="cuda"`` without onnxruntime-gpu).
+
+Every engine takes its I/O names and sizes from ``G``'s synthesis ExportSpec, and none moves or changes ``G``.
 """
 from __future__ import annotations
 
@@ -14,8 +19,9 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, EngineError
+from ..export.networks import synthesis_spec
+from ..export.spec import BatchProfile, ExportSpec
 from ..models.stylegan2 import Generator
-from ..export.spec import BatchProfile
 from .base import Engine
 from .cache import CacheKey, EngineCache, gpu_identity
 
@@ -30,13 +36,26 @@ def _ort_providers() -> list[str]:
     return onnxruntime.get_available_providers()
 
 
+def engine_spec(G: Generator) -> ExportSpec:
+    """``G``'s synthesis ExportSpec, read without changing ``G``: ``synthesis_spec`` wraps ``G`` in an eval-mode
+    module, which would switch the caller's module to eval; the training flags are put back."""
+    modes = [(m, m.training) for m in G.modules()]
+    try:
+        return synthesis_spec(G)
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = None,
                 device: str | None = None, onnx_path: str | os.PathLike | None = None,
                 cuda_graphs: bool | None = None, max_batch: int = 64, threads: int | None = None,
                 profile: BatchProfile | None = None, cache: EngineCache | None = None) -> Engine:
     """An engine for ``G``'s synthesis network (``onnx_path``: its exported ``synthesis.onnx``).
 
-    TensorRT plans are built for ``profile`` (default: the spec's 1/8/32) and kept in ``cache``."""
+    ``G`` is only read: the PyTorch engine renders with its own copy on ``device``; ``G`` keeps its device,
+    dtype, training flag, ``requires_grad`` and parameters. TensorRT plans are built for ``profile`` (default:
+    the spec's 1/8/32) and kept in ``cache``."""
     from .ort_engine import OrtEngine
     from .torch_engine import TorchEngine
 
@@ -49,7 +68,8 @@ def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = 
     if onnx_file is not None and not onnx_file.is_file():
         raise EngineError(f"{onnx_file}: no such ONNX file (make one with `stylemotion export`)")
     providers = _ort_providers()
-    shape = dict(num_ws=G.num_ws, w_dim=G.w_dim, resolution=G.img_resolution, max_batch=max_batch)
+    spec = engine_spec(G)
+    device_id = (torch.device(device).index or 0) if device is not None and cuda else 0
     passed: list[str] = []
 
     if backend in ("auto", "tensorrt"):
@@ -63,18 +83,26 @@ def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = 
             raise EngineError(f"TensorRT engine unavailable: {reason}")
         passed.append(f"tensorrt: {reason}")
     if backend in ("auto", "onnxruntime") and cuda:
-        if "CUDAExecutionProvider" in providers and onnx_file is not None and precision in (None, "fp32"):
-            return OrtEngine(onnx_file, provider="cuda", **shape, detail="; ".join(["chosen: ORT CUDA"] + passed))
-        passed.append("onnxruntime cuda: " + ("no CUDAExecutionProvider (install onnxruntime-gpu)"
-                                              if "CUDAExecutionProvider" not in providers else
-                                              "no synthesis.onnx given" if onnx_file is None else "fp16 asked"))
+        reason = ("onnxruntime is not installed (pip install onnxruntime-gpu, or 'stylemotion[gpu]')"
+                  if not providers else
+                  f"this onnxruntime has no CUDAExecutionProvider (it has {providers}): install onnxruntime-gpu "
+                  "(pip install 'stylemotion[gpu]') in place of onnxruntime"
+                  if "CUDAExecutionProvider" not in providers else
+                  "no synthesis.onnx given (make one with `stylemotion export`)" if onnx_file is None else
+                  "fp16 asked (ORT CUDA runs the float32 graph)" if precision not in (None, "fp32") else None)
+        if reason is None:
+            return OrtEngine(onnx_file, spec, provider="cuda", max_batch=max_batch, device_id=device_id,
+                             detail="; ".join(["chosen: ORT CUDA"] + passed))
+        if backend == "onnxruntime":
+            raise EngineError(f"ONNX Runtime CUDA engine unavailable on {device or 'cuda'}: {reason}")
+        passed.append(f"onnxruntime cuda: {reason}")
     if backend in ("auto", "torch") and cuda:
         return TorchEngine(G, device=device or "cuda", precision=precision or "fp16",
                            cuda_graphs=True if cuda_graphs is None else cuda_graphs, max_batch=max_batch,
                            detail="; ".join(["chosen: PyTorch CUDA"] + passed))
     if backend in ("auto", "onnxruntime"):
         if "CPUExecutionProvider" in providers and onnx_file is not None and precision in (None, "fp32"):
-            return OrtEngine(onnx_file, provider="cpu", threads=threads, **shape,
+            return OrtEngine(onnx_file, spec, provider="cpu", threads=threads, max_batch=max_batch,
                              detail="; ".join(["chosen: ORT CPU"] + passed))
         why = ("onnxruntime is not installed (pip install 'stylemotion[onnx]')" if not providers else
                "no synthesis.onnx given (make one with `stylemotion export`)" if onnx_file is None else
@@ -104,11 +132,10 @@ def tensorrt_key(onnx_file: Path, *, precision: str, profile: BatchProfile, devi
 def tensorrt_engine(G: Generator, onnx_file: Path, *, precision: str = "fp16", profile: BatchProfile | None = None,
                     cache: EngineCache | None = None, detail: str = "") -> Engine:
     """Load the plan for this ONNX file, GPU, TensorRT version, precision and profile from the cache, or build it."""
-    from ..export.networks import synthesis_spec
     from .trt_build import build_plan
     from .trt_engine import TensorRTEngine
 
-    spec = synthesis_spec(G)
+    spec = engine_spec(G)
     profile = profile or spec.profile
     cache = cache or EngineCache()
     key = tensorrt_key(onnx_file, precision=precision, profile=profile)
@@ -120,9 +147,8 @@ def tensorrt_engine(G: Generator, onnx_file: Path, *, precision: str = "fp16", p
         cache.store(key, plan)
         how = "plan built and cached"
     try:
-        return TensorRTEngine(plan, num_ws=G.num_ws, w_dim=G.w_dim, resolution=G.img_resolution,
-                              channels=G.img_channels, precision=precision, min_batch=profile.min,
-                              max_batch=profile.max, detail=f"{detail}; {how}")
+        return TensorRTEngine(plan, spec, precision=precision, min_batch=profile.min, max_batch=profile.max,
+                              detail=f"{detail}; {how}".strip("; "))
     except EngineError:
         cache.remove(key)  # a plan that does not load here is never trusted again
         raise

@@ -1,16 +1,24 @@
 """The PyTorch engine: CPU or CUDA, float32 or the generator's FP16 blocks, optional CUDA graphs per batch size.
 
+The engine renders with its own copy of the generator (``copy.deepcopy``, then moved to the engine's device and
+put in eval mode): the caller's module keeps its device, dtype, training flag, ``requires_grad`` and parameters.
+That costs one copy of the weights on the engine's device; later changes to the caller's module do not reach
+the engine.
+
 With CUDA graphs, each batch size is captured once (after a warm-up on a side stream) with static input and
 output buffers; ``run`` copies ws into the static input and replays the graph: no allocation and no host sync
 in the per-frame path. The returned images are that batch size's static output buffer (reused by the next run).
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ..errors import ConfigError, EngineError
+from ..export.networks import synthesis_spec
 from ..models.stylegan2 import Generator
-from .base import EngineInfo, check_ws
+from .base import check_ws, info_from_spec
 
 
 class TorchEngine:
@@ -23,18 +31,19 @@ class TorchEngine:
             raise ConfigError("CUDA graphs need a CUDA device")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise EngineError("the torch engine was asked for CUDA, but CUDA is not available")
-        self.G = G.to(device).eval().requires_grad_(False)
+        self.G = copy.deepcopy(G).to(device).eval().requires_grad_(False)  # never the caller's module
+        spec = synthesis_spec(self.G)
         self.device, self.precision, self.cuda_graphs = device, precision, cuda_graphs
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         extra = ", CUDA graphs per batch size" if cuda_graphs else ""
-        self.info = EngineInfo("torch", precision, str(device), 1, max_batch, G.img_resolution, G.num_ws, G.w_dim,
-                               (detail + extra).strip(", "))
+        self.info = info_from_spec(spec, backend="torch", precision=precision, device=str(device), min_batch=1,
+                                   max_batch=max_batch, detail=(detail + extra).strip(", "))
 
     def _forward(self, ws: torch.Tensor) -> torch.Tensor:
         return self.G.synthesis(ws, noise_mode="const", precision="fp16" if self.precision == "fp16" else "fp32")
 
     def _capture(self, batch: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
-        static_in = torch.zeros(batch, self.G.num_ws, self.G.w_dim, device=self.device)
+        static_in = torch.zeros(batch, self.info.num_ws, self.info.w_dim, device=self.device)
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream), torch.no_grad():

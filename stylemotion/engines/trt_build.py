@@ -1,8 +1,9 @@
 """Build a TensorRT plan from an ONNX file with the official Python API (TensorRT 10.x).
 
 Builder -> network -> ONNX parser -> builder config (workspace limit, FP16 flag, timing cache) -> one
-optimization profile over the batch axis -> ``build_serialized_network``. The profile shapes come from the
-network's ExportSpec (``profile_shapes``), which needs no TensorRT and is tested everywhere.
+optimization profile over the batch axis -> ``build_serialized_network``. The profile shapes and the I/O names
+come from the network's ExportSpec (``profile_shapes``, which needs no TensorRT and is tested everywhere); a graph
+whose inputs or outputs are not the spec's is refused before the build.
 """
 from __future__ import annotations
 
@@ -43,6 +44,11 @@ def build_plan(onnx_path: str | os.PathLike, spec: ExportSpec, *, precision: str
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineBuildError(f"{onnx_path}: the TensorRT ONNX parser refused it: {errors}")
+    graph_inputs = sorted(network.get_input(i).name for i in range(network.num_inputs))
+    graph_outputs = sorted(network.get_output(i).name for i in range(network.num_outputs))
+    if graph_inputs != sorted(shapes) or graph_outputs != sorted(t.name for t in spec.outputs):
+        raise EngineBuildError(f"{onnx_path}: the graph's inputs {graph_inputs} and outputs {graph_outputs} are not "
+                               f"the spec {spec.name!r}'s {sorted(shapes)} and {sorted(t.name for t in spec.outputs)}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     if precision == "fp16":

@@ -1,6 +1,9 @@
 """Every engine available here returns the PyTorch float32 images for the same ws; the factory says why."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import pytest
 import torch
 
@@ -30,6 +33,32 @@ def reference(G, ws):
         return G.synthesis(ws, precision="fp32")
 
 
+def snapshot(G):
+    """What an engine must not change: every parameter and buffer (device, dtype, requires_grad, values) and
+    every module's training flag."""
+    return ({n: (p.device, p.dtype, p.requires_grad, p.detach().clone()) for n, p in G.named_parameters()},
+            {n: (b.device, b.dtype, b.clone()) for n, b in G.named_buffers()},
+            [m.training for m in G.modules()])
+
+
+def assert_unchanged(G, before):
+    params, buffers, training = snapshot(G)
+    assert training == before[2], "an engine changed the caller's training flags"
+    assert params.keys() == before[0].keys() and buffers.keys() == before[1].keys()
+    for n, (device, dtype, grad, value) in before[0].items():
+        p = params[n]
+        assert (p[0], p[1], p[2]) == (device, dtype, grad), f"parameter {n} moved, changed dtype or requires_grad"
+        assert torch.equal(p[3], value), f"parameter {n} changed"  # the weights themselves, not a conv result
+    for n, (device, dtype, value) in before[1].items():
+        b = buffers[n]
+        assert (b[0], b[1]) == (device, dtype) and torch.equal(b[2], value), f"buffer {n} changed"
+
+
+def a_trainable_generator():
+    """A generator as a caller might hold one: training mode, gradients on (engines must leave both alone)."""
+    return make_generator().train().requires_grad_(True)
+
+
 @pytest.mark.parametrize("batch", [1, 3, 16])
 def test_ort_cpu_equals_pytorch(G, synthesis_onnx, batch):
     engine = open_engine(G, onnx_path=synthesis_onnx, device="cpu")
@@ -45,7 +74,8 @@ def test_torch_cpu_engine_and_w_broadcast(G):
     assert engine.info.backend == "torch" and "no synthesis.onnx given" in engine.info.detail
     assert "tensorrt" in engine.info.detail  # says why TensorRT was passed over
     w = G.mapping(torch.randn(2, G.z_dim))[:, 0]
-    assert torch.equal(engine.run(w), reference(G, w[:, None].expand(-1, G.num_ws, -1)))
+    ref = reference(G, w[:, None].expand(-1, G.num_ws, -1))
+    assert torch.allclose(engine.run(w), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
 
 
 def test_bad_requests_fail_clearly(G, tmp_path):
@@ -72,8 +102,11 @@ def test_corrupt_or_foreign_onnx_files(G, synthesis_onnx, tmp_path):
     bad.write_bytes(b"\x08\x07garbage")
     with pytest.raises(EngineError, match=r"synthesis\.onnx: ONNX Runtime cannot load it"):
         open_engine(G, onnx_path=bad, device="cpu")
-    with pytest.raises(EngineError, match=r"expected one input ws \[batch, 14, 512\]"):
-        OrtEngine(synthesis_onnx, num_ws=14, w_dim=512, resolution=256)
+    from stylemotion.export.networks import synthesis_spec
+
+    big = synthesis_spec(make_generator(z_dim=32, w_dim=32, img_resolution=32))  # another network's spec
+    with pytest.raises(EngineError, match=r"expected one input ws \[batch, 8, 32\]"):
+        OrtEngine(synthesis_onnx, big)
     from stylemotion.export.networks import synthesis_fp16_spec
     from stylemotion.export.onnx_export import export_onnx
 
@@ -81,6 +114,80 @@ def test_corrupt_or_foreign_onnx_files(G, synthesis_onnx, tmp_path):
     fp16 = export_onnx(synthesis_fp16_spec(Gc), tmp_path / "fp16", batches=[1])
     with pytest.raises(EngineError, match="runs float32 graphs.*not synthesis_fp16.onnx"):
         open_engine(Gc, onnx_path=fp16, device="cpu")
+
+
+def test_engines_never_move_or_change_the_generator(synthesis_onnx):
+    G = a_trainable_generator()  # the same seeded network as the synthesis_onnx fixture's
+    ws = G.mapping(torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(7))).detach()
+    before = snapshot(G)
+    ref = reference(G, ws)
+    for kwargs in (dict(backend="torch", device="cpu"), dict(backend="onnxruntime", device="cpu",
+                                                              onnx_path=synthesis_onnx), dict(device="cpu")):
+        engine = open_engine(G, **kwargs)
+        out = engine.run(ws)
+        assert not out.requires_grad
+        assert (out - ref).abs().max() / ref.abs().max() < 1e-4, kwargs
+        assert_unchanged(G, before)
+    engine = TorchEngine(G)
+    assert engine.G is not G and all(not p.requires_grad for p in engine.G.parameters()) and not engine.G.training
+    with torch.no_grad():
+        next(G.parameters()).add_(1.0)  # the engine holds its own copy: the caller may go on changing G
+    assert (engine.run(ws) - ref).abs().max() / ref.abs().max() < 1e-4
+
+
+@pytest.mark.gpu
+def test_cuda_engines_never_move_or_change_the_generator():
+    for G in (a_trainable_generator(), a_trainable_generator().cuda()):  # a CPU and a CUDA caller
+        before = snapshot(G)
+        ws = torch.randn(2, G.num_ws, G.w_dim)
+        ref = reference(G, ws.to(next(G.parameters()).device)).cpu()
+        for kwargs in (dict(precision="fp32", cuda_graphs=False), dict(precision="fp32", cuda_graphs=True),
+                       dict(precision="fp16", cuda_graphs=True)):
+            engine = open_engine(G, backend="torch", device="cuda", **kwargs)
+            out = engine.run(ws)  # CPU ws: the engine moves its input, never the caller's module
+            assert out.device.type == "cuda" and engine.info.device.startswith("cuda")
+            # a sanity bound only (TF32 convolutions on the GPU against a CPU reference); exactness is tested above
+            assert (out.float().cpu() - ref).abs().max() / ref.abs().max() < 2e-2, kwargs
+            assert_unchanged(G, before)
+
+
+def test_ort_cuda_without_the_cuda_provider_says_so(G, synthesis_onnx, monkeypatch):
+    import stylemotion.engines.factory as factory
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # reach the CUDA branch on this CPU machine
+    monkeypatch.setattr(factory, "_ort_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(EngineError, match=r"ONNX Runtime CUDA engine unavailable on cuda: .*no "
+                                          r"CUDAExecutionProvider.*install onnxruntime-gpu"):
+        open_engine(G, backend="onnxruntime", device="cuda", onnx_path=synthesis_onnx)
+    monkeypatch.setattr(factory, "_ort_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(EngineError, match="ONNX Runtime CUDA engine unavailable on cuda:0: no synthesis.onnx given"):
+        open_engine(G, backend="onnxruntime", device="cuda:0")
+    with pytest.raises(EngineError, match="fp16 asked"):
+        open_engine(G, backend="onnxruntime", device="cuda", onnx_path=synthesis_onnx, precision="fp16")
+
+
+def test_engines_take_io_names_from_the_export_spec(G, synthesis_onnx):
+    from stylemotion.engines import ort_engine, trt_engine
+    from stylemotion.engines.ort_engine import OrtEngine
+    from stylemotion.export.networks import synthesis_spec
+    from stylemotion.export.spec import TensorSpec
+
+    spec = synthesis_spec(G)
+    engine = OrtEngine(synthesis_onnx, spec)
+    assert (engine.input_name, engine.output_name) == (spec.inputs[0].name, spec.outputs[0].name)
+    assert (engine.info.num_ws, engine.info.w_dim, engine.info.resolution) == (G.num_ws, G.w_dim, G.img_resolution)
+    renamed = dataclasses.replace(spec, inputs=(TensorSpec("latents", spec.inputs[0].shape),))
+    with pytest.raises(EngineError, match=r"expected one input latents \[batch, 6, 16\], found \[\('ws'"):
+        OrtEngine(synthesis_onnx, renamed)
+    renamed = dataclasses.replace(spec, outputs=(TensorSpec("rgb", spec.outputs[0].shape),))
+    with pytest.raises(EngineError, match=r"expected an output rgb \[batch, 3, 16, 16\], found \[\('images'"):
+        OrtEngine(synthesis_onnx, renamed)
+    half = dataclasses.replace(spec, inputs=(TensorSpec("ws", spec.inputs[0].shape, "float16"),))
+    with pytest.raises(ConfigError, match="engines take and return float32, ws is float16"):
+        OrtEngine(synthesis_onnx, half)
+    for module in (ort_engine, trt_engine):  # no I/O name spelled out where the spec should be read
+        source = inspect.getsource(module)
+        assert '"ws"' not in source and '"images"' not in source, module.__name__
 
 
 @pytest.mark.gpu
