@@ -20,7 +20,7 @@ import torch
 
 from ..errors import ConfigError, EngineError
 from ..export.networks import synthesis_spec
-from ..export.spec import BatchProfile, ExportSpec
+from ..export.spec import BatchProfile
 from ..models.stylegan2 import Generator
 from .base import Engine
 from .cache import CacheKey, EngineCache, gpu_identity
@@ -34,17 +34,6 @@ def _ort_providers() -> list[str]:
     import onnxruntime
 
     return onnxruntime.get_available_providers()
-
-
-def engine_spec(G: Generator) -> ExportSpec:
-    """``G``'s synthesis ExportSpec, read without changing ``G``: ``synthesis_spec`` wraps ``G`` in an eval-mode
-    module, which would switch the caller's module to eval; the training flags are put back."""
-    modes = [(m, m.training) for m in G.modules()]
-    try:
-        return synthesis_spec(G)
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = None,
@@ -68,7 +57,7 @@ def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = 
     if onnx_file is not None and not onnx_file.is_file():
         raise EngineError(f"{onnx_file}: no such ONNX file (make one with `stylemotion export`)")
     providers = _ort_providers()
-    spec = engine_spec(G)
+    spec = synthesis_spec(G)
     device_id = (torch.device(device).index or 0) if device is not None and cuda else 0
     passed: list[str] = []
 
@@ -135,7 +124,7 @@ def tensorrt_engine(G: Generator, onnx_file: Path, *, precision: str = "fp16", p
     from .trt_build import build_plan
     from .trt_engine import TensorRTEngine
 
-    spec = engine_spec(G)
+    spec = synthesis_spec(G)
     profile = profile or spec.profile
     cache = cache or EngineCache()
     key = tensorrt_key(onnx_file, precision=precision, profile=profile)

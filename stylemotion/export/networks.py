@@ -83,7 +83,7 @@ def _gen(seed: int) -> torch.Generator:
 def synthesis_spec(G: Generator, profile: BatchProfile = BatchProfile()) -> ExportSpec:
     res, c = G.img_resolution, G.img_channels
     return ExportSpec(
-        "synthesis", _Synthesis(G).eval(), (TensorSpec("ws", ("batch", G.num_ws, G.w_dim)),),
+        "synthesis", _Synthesis(G), (TensorSpec("ws", ("batch", G.num_ws, G.w_dim)),),
         (TensorSpec("images", ("batch", c, res, res)),),
         lambda n, s=0: (G.mapping(torch.randn(n, G.z_dim, generator=_gen(s)).to(G.mapping.w_avg.device)),),
         profile, "ws [batch, num_ws, w_dim] float32 -> images [batch, C, H, W] float32 in about [-1, 1]")
@@ -114,7 +114,7 @@ def synthesis_noise_spec(G: Generator, profile: BatchProfile = BatchProfile()) -
         ws = G.mapping(torch.randn(n, G.z_dim, generator=gen).to(G.mapping.w_avg.device))
         return (ws, *(torch.randn(n, 1, r, r, generator=gen).to(ws.device) for r in layers.values()))
 
-    return ExportSpec("synthesis_noise", _SynthesisNoise(G).eval(),
+    return ExportSpec("synthesis_noise", _SynthesisNoise(G),
                       (TensorSpec("ws", ("batch", G.num_ws, G.w_dim)),) + noise_specs,
                       (TensorSpec("images", ("batch", c, res, res)),), sample, profile,
                       "ws [batch, num_ws, w_dim] + noise_<layer> [batch, 1, r, r] -> images [batch, C, H, W]")
@@ -132,16 +132,16 @@ def synthesis_fp16_spec(G: Generator, profile: BatchProfile = BatchProfile(), mi
     half = copy.deepcopy(G).half()
     res, c = G.img_resolution, G.img_channels
     return ExportSpec(
-        "synthesis_fp16", _Synthesis(half).eval(), (TensorSpec("ws", ("batch", G.num_ws, G.w_dim), "float16"),),
+        "synthesis_fp16", _Synthesis(half), (TensorSpec("ws", ("batch", G.num_ws, G.w_dim), "float16"),),
         (TensorSpec("images", ("batch", c, res, res), "float16"),),
         lambda n, s=0: (G.mapping(torch.randn(n, G.z_dim, generator=_gen(s)).to(G.mapping.w_avg.device)).half(),),
         profile, "ws [batch, num_ws, w_dim] float16 -> images [batch, C, H, W] float16; clamp kept",
-        reference=_Synthesis(G).eval(), min_psnr=min_psnr)
+        reference=_Synthesis(G), min_psnr=min_psnr)
 
 
 def mapping_spec(G: Generator, profile: BatchProfile = BatchProfile()) -> ExportSpec:
     return ExportSpec(
-        "mapping", _Mapping(G).eval(), (TensorSpec("z", ("batch", G.z_dim)), TensorSpec("psi", (1,))),
+        "mapping", _Mapping(G), (TensorSpec("z", ("batch", G.z_dim)), TensorSpec("psi", (1,))),
         (TensorSpec("ws", ("batch", G.num_ws, G.w_dim)),),
         lambda n, s=0: (torch.randn(n, G.z_dim, generator=_gen(s)), torch.tensor([0.7])),
         profile, "z [batch, z_dim], psi [1] -> ws [batch, num_ws, w_dim], truncated toward w_avg")
@@ -149,7 +149,7 @@ def mapping_spec(G: Generator, profile: BatchProfile = BatchProfile()) -> Export
 
 def vgg16_spec(vgg: VGG16, profile: BatchProfile = BatchProfile()) -> ExportSpec:
     return ExportSpec(
-        "vgg16", _VGGFeatures(vgg).eval(), (TensorSpec("images", ("batch", 3, 224, 224)),),
+        "vgg16", _VGGFeatures(vgg), (TensorSpec("images", ("batch", 3, 224, 224)),),
         (TensorSpec("features", ("batch", 512)),),
         lambda n, s=0: (torch.rand(n, 3, 224, 224, generator=_gen(s)),),
         profile, "RGB [batch, 3, 224, 224] in [0, 1] -> conv5_3 features [batch, 512]")
@@ -158,13 +158,13 @@ def vgg16_spec(vgg: VGG16, profile: BatchProfile = BatchProfile()) -> ExportSpec
 def lstm_specs(lstm: EmotionLSTM, profile: BatchProfile = BatchProfile()) -> list[ExportSpec]:
     cfg = lstm.config
     seq = ExportSpec(
-        "lstm_seq", _LSTMSeq(lstm).eval(), (TensorSpec("ids", ("batch", "time"), "int64"),),
+        "lstm_seq", _LSTMSeq(lstm), (TensorSpec("ids", ("batch", "time"), "int64"),),
         (TensorSpec("logits", ("batch", "time", cfg.num_emotions)),),
         lambda n, s=0: (torch.randint(cfg.num_emotions, (n, 12), generator=_gen(s)),),
         profile, "emotion ids [batch, time] int64 -> next-emotion logits [batch, time, E]")
     state = (cfg.layers, "batch", cfg.hidden)
     step = ExportSpec(
-        "lstm_step", _LSTMStep(lstm).eval(),
+        "lstm_step", _LSTMStep(lstm),
         (TensorSpec("ids", ("batch",), "int64"), TensorSpec("h", state), TensorSpec("c", state)),
         (TensorSpec("logits", ("batch", cfg.num_emotions)), TensorSpec("h_out", state), TensorSpec("c_out", state)),
         lambda n, s=0: (torch.randint(cfg.num_emotions, (n,), generator=_gen(s)),
@@ -176,7 +176,7 @@ def lstm_specs(lstm: EmotionLSTM, profile: BatchProfile = BatchProfile()) -> lis
 
 def emotion_cnn_spec(model: EmotionCNN, profile: BatchProfile = BatchProfile()) -> ExportSpec:
     return ExportSpec(
-        "emotion_cnn", _EmotionProbs(model).eval(), (TensorSpec("faces", ("batch", 1, INPUT_SIZE, INPUT_SIZE)),),
+        "emotion_cnn", _EmotionProbs(model), (TensorSpec("faces", ("batch", 1, INPUT_SIZE, INPUT_SIZE)),),
         (TensorSpec("probabilities", ("batch", len(EMOTIONS))),),
         lambda n, s=0: (torch.rand(n, 1, INPUT_SIZE, INPUT_SIZE, generator=_gen(s)) * 2 - 1,),
         profile, "grayscale faces [batch, 1, 64, 64] in [-1, 1] -> FER-2013 probabilities [batch, 7]")

@@ -22,7 +22,7 @@ import torch
 
 from .._optional import require
 from ..errors import ExportError
-from .spec import ExportSpec
+from .spec import ExportSpec, eval_mode
 
 OPSET = 18
 FP32_REL_TOL = 1e-4
@@ -67,7 +67,7 @@ def verify_onnx(path: str | os.PathLike, spec: ExportSpec, batches: Sequence[int
         raise ExportError(f"{path}: graph inputs {names}, spec says {expected}")
     results = {}
     for n in batches:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(spec):
             inputs = tuple(x.detach() for x in spec.sample(n, 1000 + n))  # fresh inputs, not the traced ones
             if spec.reference is not None:  # FP16 graph: compare with the float32 network by PSNR
                 ref = spec.reference(*(x.float() for x in inputs))
@@ -113,7 +113,7 @@ def export_onnx(spec: ExportSpec, out_dir: str | os.PathLike, *, source: str | o
         with torch.no_grad():
             sample = tuple(x.detach() for x in spec.sample(max(spec.profile.opt, 2)))
         try:
-            with torch.no_grad():
+            with torch.no_grad(), eval_mode(spec):
                 torch.onnx.export(spec.module, sample, str(onnx_path), dynamo=True, opset_version=OPSET,
                                   input_names=[s.name for s in spec.inputs],
                                   output_names=[s.name for s in spec.outputs],

@@ -5,8 +5,9 @@ spec; nothing about a network's I/O is repeated elsewhere.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -56,3 +57,18 @@ class ExportSpec:
                     axes[i] = dims[d]
             out.append(axes or None)
         return tuple(out)
+
+
+@contextlib.contextmanager
+def eval_mode(spec: ExportSpec) -> Iterator[None]:
+    """The spec's module (and reference) in eval mode while exporting or verifying, every training flag put back
+    afterwards: a spec wraps the caller's network and must not change it."""
+    modules = [m for root in (spec.module, spec.reference) if root is not None for m in root.modules()]
+    flags = [(m, m.training) for m in modules]
+    try:
+        for m in modules:
+            m.training = False
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training
