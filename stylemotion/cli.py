@@ -22,6 +22,15 @@ DIRECTIONS_HELP = ("a directions .npz; a folder of emotion_<name>.npy (stylegan-
 SPACE_HELP = "latent space of the directions (default: the .npz's, or inferred: [18, 512] arrays are w+, vectors w)"
 
 
+def _engine_args(p: argparse.ArgumentParser, *, device: bool = True) -> None:
+    """How frames are rendered: every rendering command goes through the runtime and one of its engines."""
+    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"], default="auto",
+                   help="engine (default auto: the fastest available here, and it says why)")
+    p.add_argument("--onnx", default=None, help="synthesis.onnx from `stylemotion export` (onnxruntime, tensorrt)")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default=None,
+                   help="engine precision (default: fp16 on CUDA, fp32 on the CPU)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stylemotion", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"stylemotion {__version__}")
@@ -45,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--batch", type=int, default=None,
                      help="images per generator call (default 1 on the CPU, where batching does not help; 8 on CUDA)")
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    _engine_args(gen)
     gen.add_argument("--grid-only", action="store_true", help="write only the grid")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=c.cmd_generate)
@@ -131,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--trunc", type=float, default=0.7)
     ed.add_argument("--out", default="out/strip.png")
     ed.add_argument("--device", default="auto")
+    _engine_args(ed)
     ed.set_defaults(func=c.cmd_edit)
 
     vid = sub.add_parser("video", help="render an emotion video: identity + keyframes + interpolation -> MP4")
@@ -153,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     vid.add_argument("--out", default="out/video.mp4", help=".mp4 (H.264), .gif, or a folder for PNG frames")
     vid.add_argument("--sheet", default=None, help="contact sheet PNG (default OUT-sheet.png)")
     vid.add_argument("--device", default="auto")
+    _engine_args(vid)
     vid.add_argument("--quiet", action="store_true")
     vid.set_defaults(func=c.cmd_video)
 
@@ -175,8 +187,41 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch", type=int, default=None)
     ev.add_argument("--out", default="out/eval")
     ev.add_argument("--device", default="auto")
+    _engine_args(ev)
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=c.cmd_eval)
+
+    st = sub.add_parser("stream", help="stream an expression video through the runtime: realtime or offline, "
+                        "to a file, PNG frames or raw RGB on stdout, with stats")
+    st.add_argument("ckpt")
+    st.add_argument("--directions", default=None, help=DIRECTIONS_HELP + " (without it: the identity, held)")
+    st.add_argument("--space", choices=["z", "w", "w+"], default=None, help=SPACE_HELP)
+    src = st.add_mutually_exclusive_group()
+    src.add_argument("--script", help="emotion:seconds[:coefficient],... e.g. happy:2,surprise:1.5,neutral:1")
+    src.add_argument("--lstm", help="follow the emotion LSTM (endless in realtime mode unless --predict N)")
+    st.add_argument("--predict", type=int, default=None, help="with --lstm: this many emotions, then the end")
+    st.add_argument("--seconds", type=float, default=1.0, help="seconds per predicted emotion (default 1)")
+    st.add_argument("--temperature", type=float, default=0.8)
+    st.add_argument("--seed", type=int, default=0, help="identity seed (and LSTM sampling seed)")
+    st.add_argument("--fps", type=float, default=30.0)
+    st.add_argument("--mode", choices=["realtime", "offline"], default="realtime")
+    st.add_argument("--interp", choices=["linear", "slerp", "smooth"], default="smooth")
+    st.add_argument("--transition", type=float, default=0.5, help="seconds of each transition (default 0.5)")
+    st.add_argument("--coeff", type=float, default=3.0, help="intensity: coefficient along each direction")
+    st.add_argument("--trunc", type=float, default=0.7)
+    st.add_argument("--batch", type=int, default=None, help="frames per engine call (default 1 in realtime)")
+    st.add_argument("--lookahead", type=float, default=0.25, help="realtime: seconds planned ahead (default 0.25)")
+    out = st.add_mutually_exclusive_group()
+    out.add_argument("--out", default=None, help=".mp4 (H.264) or .gif")
+    out.add_argument("--png", default=None, help="a new or empty folder for PNG frames")
+    out.add_argument("--stdout", action="store_true",
+                     help="raw RGB24 frames on stdout (ffmpeg -f rawvideo -pixel_format rgb24 -video_size WxH -i -)")
+    st.add_argument("--duration", type=float, default=None, help="stop after this many wall-clock seconds")
+    st.add_argument("--stats-every", type=float, default=2.0, help="seconds between stats lines (stderr)")
+    st.add_argument("--stats-json", action="store_true", help="print the final stats as JSON (stderr)")
+    st.add_argument("--device", default="auto")
+    _engine_args(st)
+    st.set_defaults(func=c.cmd_stream)
 
     ex = sub.add_parser("export", help="export the networks to ONNX, each checked with ONNX Runtime")
     ex.add_argument("ckpt")

@@ -38,6 +38,16 @@ def _batch(args: argparse.Namespace, G) -> int:
     return 8 if G.mapping.w_avg.device.type == "cuda" else 1
 
 
+def _engine_options(args: argparse.Namespace) -> dict:
+    """How the runtime opens its engine: ``--backend``, ``--device``, ``--onnx``, ``--precision``. The generator
+    stays on the CPU; the engine takes its own copy to the device."""
+    batch = getattr(args, "batch", None)
+    if batch is not None and batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {batch}")
+    return {"backend": args.backend, "device": _device(args.device), "onnx_path": getattr(args, "onnx", None),
+            "precision": getattr(args, "precision", None)}
+
+
 def _load(ckpt: str, device: str):
     from .checkpoints import load_generator
 
@@ -69,10 +79,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import load_ws, parse_seeds, per_image_paths, render, ws_from_seeds
+    from .generate import load_ws, parse_seeds, per_image_paths, ws_from_seeds
     from .imaging import make_grid, save_png
+    from .runtime.jobs import render_images
 
-    G = _load(args.ckpt, args.device)
+    options = _engine_options(args)
+    G = _load(args.ckpt, "cpu")
     if args.ws:
         ws = load_ws(args.ws, G)
         labels = [f"ws{i:04d}" for i in range(ws.shape[0])]
@@ -80,8 +92,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seeds = parse_seeds(args.seeds)
         ws = ws_from_seeds(G, seeds, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff)
         labels = [f"seed{s:04d}" for s in seeds]
-    batch = _batch(args, G)
-    frames = render(G, ws, batch_size=batch, noise_mode=args.noise_mode, progress=not args.quiet)
+    frames = render_images(G, ws, batch=args.batch, noise_mode=args.noise_mode, progress=not args.quiet, **options)
     save_png(args.out, make_grid(frames, cols=args.cols))
     if not args.grid_only:
         for path, frame in zip(per_image_paths(args.out, labels), frames):
@@ -228,23 +239,24 @@ def cmd_predict_emotions(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from .generate import render
     from .imaging import make_grid, save_png
+    from .models.emotion_cnn import EMOTIONS
     from .models.stylegan2 import z_from_seed
     from .pipeline.directions import emotion_id
     from .pipeline.keyframes import apply_direction
-    from .models.emotion_cnn import EMOTIONS
+    from .runtime.jobs import render_images
 
-    G = _load(args.ckpt, args.device)
+    options = _engine_options(args)
+    G = _load(args.ckpt, "cpu")
     dirs = _directions_for(G, args)
     try:
         coeffs = [float(c) for c in args.coeffs.split(",")]
     except ValueError as exc:
         raise ConfigError(f"--coeffs {args.coeffs!r}: expected comma-separated numbers") from exc
-    z = z_from_seed(args.seed, G.z_dim).to(G.mapping.w_avg.device)
+    z = z_from_seed(args.seed, G.z_dim)
     emotion = EMOTIONS[emotion_id(args.emotion, where="--emotion")]
     ws = apply_direction(G, z, dirs[emotion], dirs.space, coeffs, truncation_psi=args.trunc)
-    frames = render(G, ws, batch_size=len(coeffs), progress=False)
+    frames = render_images(G, ws, batch=len(coeffs), progress=False, **options)
     save_png(args.out, make_grid(frames, cols=len(coeffs)))
     print(f"wrote {args.out}: seed {args.seed}, {emotion} x {coeffs} in {dirs.space}")
     return 0
@@ -277,27 +289,25 @@ def _script_items(args):
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from .pipeline.keyframes import check_directions
-    from .pipeline.video import make_schedule, render_video
     from .pipeline.video_io import VideoWriter, check_writable
+    from .runtime import stream
+    from .runtime.jobs import render_video
 
-    G = _load(args.ckpt, args.device)
+    options = _engine_options(args)
+    G = _load(args.ckpt, "cpu")
     directions = _directions_for(G, args)
     items = _script_items(args)
-    check_directions(G, directions, [i.emotion for i in items])
-    schedule = make_schedule(G, directions, items, seed=args.seed, fps=args.fps, mode=args.interp,
-                             transition=args.transition, coefficient=args.coeff, truncation_psi=args.trunc)
-    # An unwritable or unsupported output fails here, before the first frame is rendered.
+    # The script, the directions and the output are all checked before the first frame is rendered.
+    streamer = stream(G, directions=directions, script=items, seed=args.seed, fps=args.fps, interp=args.interp,
+                      transition=args.transition, intensity=args.coeff, truncation_psi=args.trunc,
+                      batch=args.batch, **options)
     VideoWriter(args.out, args.fps).abort()
     sheet = args.sheet or str(Path(args.out).with_suffix("")) + "-sheet.png"
     check_writable(sheet)
-    if args.batch is not None and args.batch < 1:
-        raise ConfigError(f"--batch must be >= 1, got {args.batch}")
-    print(f"{len(items)} keyframes ({', '.join(i.emotion for i in items)}), {schedule.num_frames} frames at "
-          f"{args.fps:g} fps, {args.interp} interpolation")
-    batch = _batch(args, G)
-    result = render_video(G, schedule, space=directions.space, out=args.out, fps=args.fps,
-                          truncation_psi=args.trunc, batch_size=batch, sheet=sheet, progress=not args.quiet)
+    print(f"{len(items)} keyframes ({', '.join(i.emotion for i in items)}), {streamer.planner.finite_frames} frames "
+          f"at {args.fps:g} fps, {args.interp} interpolation; {streamer.engine.info.backend} "
+          f"{streamer.engine.info.precision} on {streamer.engine.info.device}, batch {streamer.batch}")
+    result = render_video(streamer, out=args.out, sheet=sheet, progress=not args.quiet)
     print(f"wrote {result.path} ({result.frames} frames) and {result.sheet}")
     print(f"ACD (pixels, RMS in [0,1]) {result.acd:.5f}; latent acceleration {result.latent_acceleration:.5f}; "
           f"rendered at {result.render_fps:.2f} frames/s")
@@ -331,20 +341,18 @@ def cmd_acd(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .atomic import atomic_path
     from .pipeline.sequence import load_lstm
-    from .pipeline.video import bar_chart, evaluate
-
+    from .pipeline.video import bar_chart
     from .pipeline.video_io import check_writable
+    from .runtime.jobs import evaluate
 
     check_writable(Path(args.out) / "eval.md")
-    if args.batch is not None and args.batch < 1:
-        raise ConfigError(f"--batch must be >= 1, got {args.batch}")
-    G = _load(args.ckpt, args.device)
+    options = _engine_options(args)
+    G = _load(args.ckpt, "cpu")
     directions = _directions_for(G, args)
     modes = args.modes.split(",")
-    batch = _batch(args, G)
     table = evaluate(G, directions, videos=args.videos, emotions_per_video=args.emotions, seconds=args.seconds,
                      fps=args.fps, modes=modes, lstm=load_lstm(args.lstm) if args.lstm else None,
-                     batch_size=batch, progress=not args.quiet)
+                     batch=args.batch, progress=not args.quiet, **options)
     lines = [f"# ACD over {args.videos} videos ({args.ckpt}, {args.fps:g} fps, {args.emotions} emotions x "
              f"{args.seconds:g} s)", "", "| videos | ACD (pixels) | latent acceleration (RMS) |", "|---|---|---|"]
     lines += [f"| {name} | {r['acd_mean']:.5f} +/- {r['acd_std']:.5f} | {r['accel_mean']:.4f} +/- "
@@ -444,4 +452,70 @@ def cmd_engines(args: argparse.Namespace) -> int:
         print(f"  {Path(e['plan']).name}: {key.get('backend')} {key.get('backend_version')} "
               f"{key.get('precision')} batch {key.get('profile')} on {key.get('gpu')} "
               f"(sm {key.get('compute_capability')}), {e.get('bytes', '?')} bytes")
+    return 0
+
+
+def _stats_line(stats: dict) -> str:
+    lat, ctl = stats["latency_ms"], stats["control_latency_ms"]
+    text = (f"{stats['frames']} frames, {stats['fps']:.1f} fps (target {stats['target_fps']:g}), latency p50/p95/p99 "
+            f"{lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f} ms, dropped {stats['dropped']}, queues "
+            f"{stats['queues']['planned']}/{stats['queues']['rendered']}")
+    if ctl["count"]:
+        text += f", control latency p50 {ctl['p50']:.0f} ms (max {ctl['max']:.0f})"
+    return text
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    import time
+
+    from .runtime import FileSink, NullSink, RawSink, stream
+
+    outputs = [o for o in (args.out, args.png) if o] + (["stdout"] if args.stdout else [])
+    if len(outputs) > 1:
+        raise ConfigError("choose one output: --out FILE, --png DIR or --stdout")
+    if args.duration is not None and not args.duration > 0:
+        raise ConfigError(f"--duration must be positive seconds, got {args.duration}")
+    options = _engine_options(args)
+    G = _load(args.ckpt, "cpu")
+    directions = _directions_for(G, args) if args.directions else None
+    source: dict = {}
+    if args.script:
+        source["script"] = args.script
+    elif args.lstm:
+        source.update(lstm=args.lstm, predict=args.predict)
+    elif args.predict is not None:
+        raise ConfigError("--predict needs --lstm (the emotion LSTM from `stylemotion train-lstm`)")
+    streamer = stream(G, directions=directions, seed=args.seed, fps=args.fps, mode=args.mode, interp=args.interp,
+                      transition=args.transition, intensity=args.coeff, truncation_psi=args.trunc,
+                      temperature=args.temperature, seconds=args.seconds, batch=args.batch,
+                      lookahead=args.lookahead, **source, **options)
+    info = streamer.engine.info
+    print(f"streaming {args.mode} at {args.fps:g} fps: {info.backend} {info.precision} on {info.device}, batch "
+          f"{streamer.batch}, {info.resolution}x{info.resolution} -> {outputs[0] if outputs else 'no output'}",
+          file=sys.stderr)
+    if args.out or args.png:
+        sink = FileSink(args.out or args.png, args.fps)
+    elif args.stdout:
+        sink = RawSink()
+    else:
+        sink = NullSink()
+    started = last_report = time.perf_counter()
+
+    def report(frame) -> None:
+        nonlocal last_report
+        now = time.perf_counter()
+        if args.duration is not None and now - started >= args.duration:
+            streamer.finish()  # ends like a finite source: files are finished
+        if now - last_report >= args.stats_every:
+            last_report = now
+            print(_stats_line(streamer.stats()), file=sys.stderr)
+
+    with streamer:
+        streamer.run(sink, on_frame=report if args.mode == "realtime" or args.duration else None)
+    stats = streamer.stats()
+    print(_stats_line(stats), file=sys.stderr)
+    if args.stats_json:
+        print(json.dumps(stats, indent=2), file=sys.stderr)
+    if args.out or args.png:
+        print(f"wrote {sink.path} ({stats['frames']} frames)", file=sys.stderr)
     return 0

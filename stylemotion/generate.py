@@ -1,4 +1,5 @@
-"""Render images from seeds or given latents: the library behind ``stylemotion generate``."""
+"""Latents for ``stylemotion generate``: from seeds (as the official ``gen_images.py``) or an ``.npz``; the
+images are rendered through the runtime (``runtime.jobs.render_images``)."""
 from __future__ import annotations
 
 import os
@@ -7,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .errors import ConfigError, InputError
-from .models.stylegan2 import Generator, images_to_uint8, z_from_seed
+from .models.stylegan2 import Generator, z_from_seed
 from .shapes import assert_shape
 
 
@@ -66,20 +66,6 @@ def load_ws(path: str | os.PathLike, G: Generator) -> torch.Tensor:
     if not torch.isfinite(t).all():
         raise InputError(f"{where}: key 'ws' holds NaN or infinite values")
     return t
-
-
-def render(G: Generator, ws: torch.Tensor, *, batch_size: int = 4, noise_mode: str = "const",
-           progress: bool = True) -> np.ndarray:
-    """Render ``ws [N, num_ws, w_dim]`` in batches; returns frames ``[N, H, W, C]`` uint8 on the host."""
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    device = G.mapping.w_avg.device
-    out = []
-    with torch.no_grad():
-        for start in tqdm(range(0, ws.shape[0], batch_size), desc="render", unit="batch", disable=not progress):
-            images = G.synthesis(ws[start:start + batch_size].to(device), noise_mode=noise_mode)
-            out.append(images_to_uint8(images.float()).cpu().numpy())
-    return np.concatenate(out)
 
 
 def per_image_paths(grid_path: str | os.PathLike, labels: list[str]) -> list[Path]:

@@ -92,7 +92,8 @@ def test_embed_command_on_a_video(tmp_path, capsys):
 
     G = make_image_generator()
     ckpt = save_generator(G, tmp_path / "g.safetensors")
-    from stylemotion.generate import render, ws_from_seeds
+    from stylemotion.generate import ws_from_seeds
+    from stylemotion.runtime.jobs import render_images as render
 
     frames = render(G, ws_from_seeds(G, [1, 1, 2, 2, 3]), progress=False)
     writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 24))

@@ -39,8 +39,11 @@ def _ort_providers() -> list[str]:
 def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = None,
                 device: str | None = None, onnx_path: str | os.PathLike | None = None,
                 cuda_graphs: bool | None = None, max_batch: int = 64, threads: int | None = None,
-                profile: BatchProfile | None = None, cache: EngineCache | None = None) -> Engine:
+                profile: BatchProfile | None = None, cache: EngineCache | None = None,
+                noise_mode: str = "const") -> Engine:
     """An engine for ``G``'s synthesis network (``onnx_path``: its exported ``synthesis.onnx``).
+
+    ``noise_mode`` other than ``"const"`` (the noise exported graphs bake in) needs the PyTorch engine.
 
     ``G`` is only read: the PyTorch engine renders with its own copy on ``device``; ``G`` keeps its device,
     dtype, training flag, ``requires_grad`` and parameters. TensorRT plans are built for ``profile`` (default:
@@ -56,10 +59,16 @@ def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = 
     onnx_file = Path(onnx_path) if onnx_path else None
     if onnx_file is not None and not onnx_file.is_file():
         raise EngineError(f"{onnx_file}: no such ONNX file (make one with `stylemotion export`)")
+    passed: list[str] = []
+    if noise_mode != "const":
+        if backend not in ("auto", "torch"):
+            raise ConfigError(f"noise_mode {noise_mode!r}: exported graphs use constant noise; only the torch "
+                              f"backend renders {noise_mode!r} noise (asked: {backend})")
+        backend = "torch"
+        passed.append(f"noise_mode {noise_mode!r} needs the torch backend")
     providers = _ort_providers()
     spec = synthesis_spec(G)
     device_id = (torch.device(device).index or 0) if device is not None and cuda else 0
-    passed: list[str] = []
 
     if backend in ("auto", "tensorrt"):
         reason = ("the tensorrt package is not installed (pip install 'stylemotion[tensorrt]')"
@@ -88,7 +97,7 @@ def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = 
     if backend in ("auto", "torch") and cuda:
         return TorchEngine(G, device=device or "cuda", precision=precision or "fp16",
                            cuda_graphs=True if cuda_graphs is None else cuda_graphs, max_batch=max_batch,
-                           detail="; ".join(["chosen: PyTorch CUDA"] + passed))
+                           noise_mode=noise_mode, detail="; ".join(["chosen: PyTorch CUDA"] + passed))
     if backend in ("auto", "onnxruntime"):
         if "CPUExecutionProvider" in providers and onnx_file is not None and precision in (None, "fp32"):
             return OrtEngine(onnx_file, spec, provider="cpu", threads=threads, max_batch=max_batch,
@@ -101,7 +110,7 @@ def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = 
         passed.append(f"onnxruntime cpu: {why}")
     if precision == "fp16":
         raise EngineError("fp16 needs CUDA (PyTorch CUDA or ONNX Runtime/TensorRT on a GPU); this is the CPU")
-    return TorchEngine(G, device="cpu", precision="fp32", max_batch=max_batch,
+    return TorchEngine(G, device="cpu", precision="fp32", max_batch=max_batch, noise_mode=noise_mode,
                        detail="; ".join(["chosen: PyTorch CPU"] + passed))
 
 

@@ -21,11 +21,16 @@ from ..models.stylegan2 import Generator
 from .base import check_ws, info_from_spec
 
 
+NOISE_MODES = ("const", "random", "none")  # only this engine renders other than the exported constant noise
+
+
 class TorchEngine:
     def __init__(self, G: Generator, *, device: str | torch.device = "cpu", precision: str = "fp32",
-                 cuda_graphs: bool = False, max_batch: int = 64, detail: str = ""):
+                 cuda_graphs: bool = False, max_batch: int = 64, noise_mode: str = "const", detail: str = ""):
         if precision not in ("fp32", "fp16"):
             raise ConfigError(f"precision must be fp32 or fp16, got {precision!r}")
+        if noise_mode not in NOISE_MODES:
+            raise ConfigError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         device = torch.device(device)
         if cuda_graphs and device.type != "cuda":
             raise ConfigError("CUDA graphs need a CUDA device")
@@ -33,14 +38,14 @@ class TorchEngine:
             raise EngineError("the torch engine was asked for CUDA, but CUDA is not available")
         self.G = copy.deepcopy(G).to(device).eval().requires_grad_(False)  # never the caller's module
         spec = synthesis_spec(self.G)
-        self.device, self.precision, self.cuda_graphs = device, precision, cuda_graphs
+        self.device, self.precision, self.cuda_graphs, self.noise_mode = device, precision, cuda_graphs, noise_mode
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         extra = ", CUDA graphs per batch size" if cuda_graphs else ""
         self.info = info_from_spec(spec, backend="torch", precision=precision, device=str(device), min_batch=1,
                                    max_batch=max_batch, detail=(detail + extra).strip(", "))
 
     def _forward(self, ws: torch.Tensor) -> torch.Tensor:
-        return self.G.synthesis(ws, noise_mode="const", precision="fp16" if self.precision == "fp16" else "fp32")
+        return self.G.synthesis(ws, noise_mode=self.noise_mode, precision="fp16" if self.precision == "fp16" else "fp32")
 
     def _capture(self, batch: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
         static_in = torch.zeros(batch, self.info.num_ws, self.info.w_dim, device=self.device)

@@ -60,12 +60,14 @@ class FrameIndex:
     t: np.ndarray  # [F] float
 
 
-def frame_index(segments: Sequence[Segment]) -> FrameIndex:
+def frame_index(segments: Sequence[Segment], *, continues: bool = False) -> FrameIndex:
+    """``continues``: keyframe 0 is a frame already shown (a live re-plan), so the first segment starts one step
+    after it, like every later segment, instead of opening on it."""
     seg, ts = [], []
     for k, s in enumerate(segments):
         j = np.arange(s.frames)
         seg.append(np.full(s.frames, k))
-        if k == 0 and s.transition > 1:
+        if k == 0 and s.transition > 1 and not continues:
             ts.append(np.minimum(1.0, j / (s.transition - 1)))  # the video opens on the identity itself
         else:
             ts.append(np.minimum(1.0, (j + 1) / s.transition))
@@ -86,16 +88,24 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 class Schedule:
-    """Latents for every frame of a video, from keyframes ``[K+1, ...]`` (K0 is where the video starts)."""
+    """Latents for every frame of a video, from keyframes ``[K+1, ...]`` (K0 is where the video starts).
 
-    def __init__(self, keyframes: torch.Tensor, segments: Sequence[Segment], mode: str = "linear"):
+    ``continues`` and ``start_velocity`` serve live re-planning: keyframe 0 is the latent on screen, already shown,
+    and ``start_velocity`` (latent units per frame, like the tangents) is how it was moving, so the smooth path
+    leaves it without a kink.
+    """
+
+    def __init__(self, keyframes: torch.Tensor, segments: Sequence[Segment], mode: str = "linear", *,
+                 continues: bool = False, start_velocity: torch.Tensor | None = None):
         if mode not in MODES:
             raise ConfigError(f"interpolation mode must be one of {MODES}, got {mode!r}")
         if keyframes.shape[0] != len(segments) + 1:
             raise ConfigError(f"{len(segments)} segments need {len(segments) + 1} keyframes, got {keyframes.shape[0]}")
         self.keyframes, self.segments, self.mode = keyframes, list(segments), mode
-        self.index = frame_index(segments)
+        self.index = frame_index(segments, continues=continues)
         self.tangents = self._tangents() if mode == "smooth" else None
+        if self.tangents is not None and start_velocity is not None:
+            self.tangents[0] = start_velocity.to(self.tangents.dtype)
         # Transition length of each frame's segment, once (the Hermite form scales tangents by it).
         self._transition = torch.as_tensor([s.transition for s in self.segments], dtype=keyframes.dtype,
                                            device=keyframes.device)
@@ -118,22 +128,18 @@ class Schedule:
 
     def latents(self, start: int, stop: int) -> torch.Tensor:
         """Interpolated latents of frames ``[start, stop)``: ``[stop - start, ...]`` like one keyframe."""
+        from .. import ops
+
         seg = torch.as_tensor(self.index.segment[start:stop], device=self.keyframes.device)
         t = torch.as_tensor(self.index.t[start:stop], dtype=self.keyframes.dtype, device=self.keyframes.device)
         a, b = self.keyframes[seg], self.keyframes[seg + 1]
-        t = t.reshape((-1,) + (1,) * (a.ndim - 1))
-        # t = 0 and t = 1 are the keyframes themselves, bit for bit (a + (b - a) need not round to b).
-        return torch.where(t == 1, b, torch.where(t == 0, a, self._between(seg, a, b, t)))
-
-    def _between(self, seg: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.mode == "linear":
-            return a + t * (b - a)
         if self.mode == "slerp":
-            return slerp(a, b, t)
-        m = self._transition[seg].reshape(t.shape)
-        va, vb = self.tangents[seg] * m, self.tangents[seg + 1] * m
-        t2, t3 = t * t, t * t * t
-        return (2 * t3 - 3 * t2 + 1) * a + (t3 - 2 * t2 + t) * va + (-2 * t3 + 3 * t2) * b + (t3 - t2) * vb
+            t = t.reshape((-1,) + (1,) * (a.ndim - 1))
+            # t = 0 and t = 1 are the keyframes themselves, bit for bit (a + (b - a) need not round to b).
+            return torch.where(t == 1, b, torch.where(t == 0, a, slerp(a, b, t)))
+        if self.mode == "linear":
+            return ops.fused_lerp(self.keyframes, seg, t)
+        return ops.fused_lerp(self.keyframes, seg, t, tangents=self.tangents, span=self._transition[seg])
 
     def batches(self, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
         """``(first frame, latents [B, ...])`` for consecutive batches; nothing is computed ahead."""

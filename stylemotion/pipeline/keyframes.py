@@ -39,7 +39,7 @@ def apply_direction(G: Generator, z: torch.Tensor, direction: np.ndarray, space:
 
 @dataclass(frozen=True)
 class ScriptItem:
-    emotion: str
+    emotion: str | None  # None: the identity itself (a live stream going back to rest)
     seconds: float
     coefficient: float | None = None  # None: the video's default coefficient
 
@@ -78,6 +78,22 @@ def check_directions(G: Generator, directions, emotions: Sequence[str]) -> None:
         raise ConfigError(f"no direction for {missing}; the directions file has {directions.emotions}")
 
 
+def keyframe_targets(identity: torch.Tensor, directions, items: Sequence[ScriptItem]) -> torch.Tensor:
+    """``identity + coefficient * direction[emotion]`` per item, ``[len(items), *S]``, in the directions' space:
+    ``identity`` is z ``[1, z_dim]`` (Z) or ws ``[1, num_ws, w_dim]`` (W, W+). Coefficients must be resolved; an
+    item whose emotion is None is the identity itself."""
+    space = directions.space
+    shape = identity.shape[2:] if space == "w" else identity.shape[1:]
+    d = torch.stack([torch.zeros(shape) if i.emotion is None else
+                     torch.as_tensor(np.asarray(directions[i.emotion], np.float32)) for i in items])
+    d = d.to(identity.device)
+    c = torch.tensor([i.coefficient for i in items], dtype=torch.float32, device=identity.device)
+    if space == "z":
+        return identity + c[:, None] * d
+    step = d[:, None, :] if space == "w" else d
+    return identity + c[:, None, None] * step
+
+
 def make_keyframes(G: Generator, z: torch.Tensor, directions, items: Sequence[ScriptItem], *,
                    coefficient: float = 3.0, truncation_psi: float = 0.7) -> torch.Tensor:
     """Keyframes ``[len(items) + 1, ...]``: the identity first, then ``identity + c * direction[emotion]``.
@@ -89,14 +105,13 @@ def make_keyframes(G: Generator, z: torch.Tensor, directions, items: Sequence[Sc
     coeffs = [coefficient if i.coefficient is None else i.coefficient for i in items]
     if not all(math.isfinite(c) for c in coeffs):
         raise ConfigError(f"coefficients must be finite numbers, got {coeffs}")
-    d = torch.stack([torch.as_tensor(np.asarray(directions[i.emotion], np.float32)) for i in items]).to(z.device)
-    c = torch.tensor(coeffs, dtype=torch.float32, device=z.device)
+    resolved = [ScriptItem(i.emotion, i.seconds, c) for i, c in zip(items, coeffs)]
     if directions.space == "z":
-        return torch.cat([z, z + c[:, None] * d])
-    with torch.no_grad():
-        w_id = G.mapping(z, truncation_psi=truncation_psi)  # [1, num_ws, w_dim]
-    step = d[:, None, :] if directions.space == "w" else d
-    return torch.cat([w_id, w_id + c[:, None, None] * step])
+        identity = z
+    else:
+        with torch.no_grad():
+            identity = G.mapping(z, truncation_psi=truncation_psi)  # [1, num_ws, w_dim]
+    return torch.cat([identity, keyframe_targets(identity, directions, resolved)])
 
 
 def ws_from_keyframe_latents(G: Generator, latents: torch.Tensor, space: str, truncation_psi: float) -> torch.Tensor:

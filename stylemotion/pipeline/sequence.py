@@ -171,28 +171,48 @@ def load_lstm(path: str | os.PathLike) -> EmotionLSTM:
     return model.eval()
 
 
+class EmotionSampler:
+    """Emotion ids one at a time from the LSTM, continuing ``prime``; the temperature may change between calls
+    (live control). ``sample_emotions`` is this sampler run to a length."""
+
+    def __init__(self, model: EmotionLSTM, prime: Sequence[int], *, seed: int = 0):
+        if not prime:
+            raise ConfigError("prime needs at least one emotion id")
+        bad = [p for p in prime if not 0 <= int(p) < model.config.num_emotions]
+        if bad:
+            raise ConfigError(f"prime holds unknown emotion ids {bad}")
+        self.model = model.eval()
+        self.generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            logits, self.state = model(torch.tensor([int(p) for p in prime])[None])
+        self.logits = logits[0, -1]
+
+    def next(self, temperature: float = 1.0) -> int:
+        """The next id, sampled at ``temperature`` (0: the most likely)."""
+        check_temperature(temperature)
+        if temperature == 0:
+            nxt = int(self.logits.argmax())
+        else:
+            nxt = int(torch.multinomial((self.logits / temperature).softmax(-1), 1, generator=self.generator))
+        with torch.no_grad():
+            last, self.state = self.model.step(torch.tensor([nxt]), self.state)
+        self.logits = last[0]
+        return nxt
+
+
+def check_temperature(temperature: float) -> float:
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature}")
+    return float(temperature)
+
+
 @torch.no_grad()
 def sample_emotions(model: EmotionLSTM, prime: Sequence[int], length: int, *, temperature: float = 1.0,
                     seed: int = 0) -> list[int]:
     """Continue ``prime`` (at least one id) to ``length`` ids in all, sampling with ``temperature`` (0: argmax)."""
-    if not prime:
-        raise ConfigError("prime needs at least one emotion id")
-    bad = [p for p in prime if not 0 <= int(p) < model.config.num_emotions]
-    if bad:
-        raise ConfigError(f"prime holds unknown emotion ids {bad}")
-    if not (temperature >= 0 and math.isfinite(temperature)):
-        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature}")
-    gen = torch.Generator().manual_seed(seed)
-    model.eval()
+    check_temperature(temperature)
+    sampler = EmotionSampler(model, prime, seed=seed)
     out = [int(p) for p in prime]
-    logits, state = model(torch.tensor(out)[None])
-    last = logits[0, -1]
     while len(out) < length:
-        if temperature == 0:
-            nxt = int(last.argmax())
-        else:
-            nxt = int(torch.multinomial((last / temperature).softmax(-1), 1, generator=gen))
-        out.append(nxt)
-        last, state = model.step(torch.tensor([nxt]), state)
-        last = last[0]
+        out.append(sampler.next(temperature))
     return out[:max(length, len(prime))]

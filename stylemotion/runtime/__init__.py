@@ -1,0 +1,127 @@
+"""The runtime every frame walks through: script / LSTM / live control -> latents -> engine -> frames.
+
+``stream(model, ...)`` builds a ``Streamer`` from a checkpoint path, a built-in name, a ``Generator`` or an
+``Engine``; iterate it for ``Frame``s, or ``run(*sinks)`` it into files and pipes.
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from .plan import CONTROL_FIELDS, PlannedBatch, Planner, StreamSettings
+from .sinks import CallbackSink, FileSink, NullSink, RawSink
+from .streamer import Batch, Frame, StreamConfig, Streamer
+
+__all__ = ["Batch", "CONTROL_FIELDS", "CallbackSink", "FileSink", "Frame", "NullSink", "PlannedBatch", "Planner",
+           "RawSink", "StreamConfig", "StreamSettings", "Streamer", "open_model", "stream"]
+
+
+class _Mapping:
+    """What the planner needs of a generator: its sizes and its mapping network, on the engine's device (a copy
+    when the generator lives elsewhere; the caller's module is never moved)."""
+
+    def __init__(self, G, device: torch.device):
+        self.z_dim, self.w_dim, self.num_ws, self.c_dim = G.z_dim, G.w_dim, G.num_ws, G.c_dim
+        mapping = G.mapping
+        if mapping.w_avg.device != device:
+            mapping = copy.deepcopy(mapping).to(device)
+        self.mapping = mapping
+
+
+def open_model(model, *, backend: str = "auto", device: str | None = None, precision: str | None = None,
+               onnx_path: str | os.PathLike | None = None, generator=None, max_batch: int = 64,
+               noise_mode: str = "const"):
+    """``(engine, generator)`` for a checkpoint path, a built-in name, a ``Generator`` or an ``Engine`` (which
+    needs ``generator=`` for its mapping network: engines render ``ws`` only)."""
+    from ..checkpoints import load_generator
+    from ..engines import open_engine
+    from ..engines.base import Engine
+    from ..models.stylegan2 import Generator
+
+    if isinstance(model, Engine) and not isinstance(model, Generator):
+        if generator is None:
+            raise ConfigError("an Engine renders ws only: pass generator= (the Generator whose mapping network "
+                              "makes the latents)")
+        return model, generator
+    G = load_generator(model) if isinstance(model, (str, os.PathLike)) else model
+    if not isinstance(G, Generator):
+        raise ConfigError(f"model must be a checkpoint path, a built-in name, a Generator or an Engine, got "
+                          f"{type(model).__name__}")
+    return open_engine(G, backend=backend, device=device, precision=precision, onnx_path=onnx_path,
+                       max_batch=max_batch, noise_mode=noise_mode), G
+
+
+def _script(script) -> list:
+    from ..pipeline.keyframes import ScriptItem, parse_script
+
+    if isinstance(script, str):
+        return parse_script(script)
+    items = []
+    for item in script:
+        if isinstance(item, ScriptItem):
+            items.append(item)
+            continue
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise ConfigError(f"script item {item!r}: expected (emotion, seconds[, intensity])")
+        text = ":".join(str(v) for v in item)
+        items.extend(parse_script(text))
+    return items
+
+
+def stream(model, *, directions=None, script=None, lstm=None, predict: int | None = None, latents=None,
+           seed: int = 0, identity=None, fps: float = 30.0, mode: str = "offline", backend: str = "auto",
+           device: str | None = None, precision: str | None = None, onnx_path: str | os.PathLike | None = None,
+           batch: int | None = None, lookahead: float = 0.25, max_late: float | None = None,
+           interp: str = "smooth", transition: float = 0.5, intensity: float = 3.0, speed: float = 1.0,
+           truncation_psi: float = 0.7, temperature: float = 0.8, seconds: float = 1.0, space: str | None = None,
+           as_tensor: bool = False, generator=None, noise_mode: str = "const") -> Streamer:
+    """A ``Streamer`` of one face's expression video.
+
+    Source (one of): ``script`` (``"happy:2,surprise:1.5:4"`` or ``[(emotion, seconds[, intensity])]``),
+    ``lstm`` (a path or an ``EmotionLSTM``; ``predict`` emotions of ``seconds`` each, endless when None),
+    ``latents`` (``ws [N, num_ws, w_dim]`` rendered as given), or none (the identity, held until a control
+    arrives). ``directions``: a ``Directions`` or anything ``--directions`` takes (``space`` as ``--space``).
+    ``mode``: ``"offline"`` (as fast as possible, every frame) or ``"realtime"`` (paced to ``fps``, at most
+    ``lookahead`` seconds planned ahead, late frames dropped and counted). ``backend``, ``device``,
+    ``precision``, ``onnx_path``, ``noise_mode``: as ``open_engine``; ``generator``: the Generator whose mapping
+    network makes the latents, when ``model`` is an Engine. ``as_tensor``: ``Frame.image`` stays on the device.
+    """
+    from ..pipeline.directions import Directions, load_directions
+    from ..pipeline.sequence import EmotionSampler, load_lstm
+
+    config = StreamConfig(mode=mode, batch=batch, lookahead=lookahead, max_late=max_late,
+                          as_tensor=as_tensor).validate()
+    settings = StreamSettings(fps=fps, interp=interp, transition=transition, coefficient=intensity, speed=speed,
+                              truncation_psi=truncation_psi, temperature=temperature, seconds=seconds).validate()
+    if sum(x is not None for x in (script, lstm, latents)) > 1:
+        raise ConfigError("give one source: script, lstm or latents")
+    if predict is not None and lstm is None:
+        raise ConfigError("predict needs lstm (the emotion LSTM from `stylemotion train-lstm`)")
+    endless = (script is None and latents is None and (lstm is None or predict is None))
+    if endless and mode == "offline":
+        raise ConfigError("offline mode renders a finite video: give a script, lstm with predict=N, or latents "
+                          "(an endless stream needs mode='realtime')")
+    engine, G = open_model(model, backend=backend, device=device, precision=precision, onnx_path=onnx_path,
+                           generator=generator, noise_mode=noise_mode)
+    if directions is not None and not isinstance(directions, Directions):
+        directions = load_directions(directions, space=space, w_dim=G.w_dim)
+    items = _script(script) if script is not None else None
+    sampler = None
+    if lstm is not None:
+        model_lstm = load_lstm(lstm) if isinstance(lstm, (str, os.PathLike)) else lstm
+        sampler = EmotionSampler(model_lstm, [6], seed=seed)  # primed with neutral, as `video --predict` is
+    ws = None
+    if latents is not None:
+        ws = torch.as_tensor(np.asarray(latents, np.float32) if not torch.is_tensor(latents) else latents)
+        if ws.ndim == 2:
+            ws = ws[:, None].expand(-1, G.num_ws, -1)
+        if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim) or len(ws) == 0:
+            raise ConfigError(f"latents must be ws [N, {G.num_ws}, {G.w_dim}] with N >= 1, got {list(ws.shape)}")
+    device_ = torch.device(engine.info.device)
+    planner = Planner(_Mapping(G, device_), directions, settings=settings, items=items, sampler=sampler,
+                      predict=predict, latents=ws, seed=seed, identity=identity, endless=endless, device=device_)
+    return Streamer(engine, planner, fps=fps, config=config)

@@ -1,0 +1,129 @@
+"""Offline jobs on the runtime: images from latents, an emotion video to a file, the ACD evaluation.
+
+Each renders through a ``Streamer`` in offline mode, so every frame goes planner -> engine -> uint8 like a live
+stream's: there is one rendering path.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..pipeline.metrics import ACD, Extractor, pixel_features
+from ..pipeline.video import VideoResult, random_walk_schedule
+from . import Streamer, open_model, stream
+
+
+def render_images(model, ws: torch.Tensor, *, batch: int | None = None, progress: bool = True,
+                  **engine_options) -> np.ndarray:
+    """Render ``ws [N, num_ws, w_dim]`` (or ``[N, w_dim]``); frames ``[N, H, W, 3]`` uint8 on the host.
+    ``model`` and ``engine_options`` (backend, device, precision, onnx_path, noise_mode, generator) as
+    ``stream``."""
+    from tqdm.auto import tqdm
+
+    streamer = stream(model, latents=ws, batch=batch, **engine_options)
+    out = []
+    with streamer, tqdm(total=len(ws), desc="render", unit="image", disable=not progress) as bar:
+        for b in streamer.batches():
+            out.append(np.asarray(b.frames))
+            bar.update(len(b.frames))
+    return np.concatenate(out)
+
+
+def render_video(streamer: Streamer, *, out: str | os.PathLike | None, sheet: str | os.PathLike | None = None,
+                 extractor: Extractor = pixel_features, progress: bool = True) -> VideoResult:
+    """Every frame of an offline ``streamer`` to ``out`` (.mp4, .gif or a PNG folder; None: only measure), with
+    pixel ACD, the RMS latent acceleration of the ws, and a contact sheet of 8 frames."""
+    from tqdm.auto import tqdm
+
+    from ..imaging import make_grid, save_png
+    from ..pipeline.video_io import VideoWriter
+
+    n = streamer.planner.finite_frames
+    if n is None:
+        raise ConfigError("render_video needs a finite offline stream (a script, a predicted count or latents)")
+    meter = ACD(extractor)
+    sheet_at = set(np.linspace(0, n - 1, min(8, n)).round().astype(int).tolist())
+    sheet_frames: list[np.ndarray] = []
+    accel_sum, accel_n, tail = None, 0, None  # accumulated on the device: no host sync per batch
+    t0 = time.perf_counter()
+    # The writer finishes the file on success and on Ctrl-C / SIGTERM (a playable file of the frames done), and
+    # removes its temporary file on any other error.
+    with (VideoWriter(out, streamer.fps) if out is not None else contextlib.nullcontext()) as writer, \
+            tqdm(total=n, desc="video", unit="frame", disable=not progress) as bar, streamer:
+        for batch in streamer.batches():
+            frames = np.asarray(batch.frames)
+            if writer is not None:
+                writer.write(frames)
+            meter.update(frames)
+            flat = batch.ws.reshape(len(batch.ws), -1).double()
+            seq = flat if tail is None else torch.cat([tail, flat])
+            if len(seq) >= 3:
+                accel = (seq[2:] - 2 * seq[1:-1] + seq[:-2]).square().sum()
+                accel_sum = accel if accel_sum is None else accel_sum + accel
+                accel_n += len(seq) - 2
+            tail = seq[-2:]
+            sheet_frames += [f for i, f in enumerate(frames, batch.first) if i in sheet_at]
+            bar.update(len(frames))
+    path = writer.path if writer is not None else None
+    seconds = time.perf_counter() - t0
+    sheet_path = save_png(sheet, make_grid(np.stack(sheet_frames), cols=len(sheet_frames))) if sheet else None
+    total = float(accel_sum) if accel_sum is not None else 0.0
+    rms_accel = (total / max(accel_n, 1)) ** 0.5  # as interpolate.latent_acceleration, streamed
+    return VideoResult(path, n, seconds, meter.value if n > 1 else 0.0, rms_accel, sheet_path)
+
+
+def evaluate(G, directions, *, videos: int, emotions_per_video: int = 4, seconds: float = 1.0, fps: float = 10.0,
+             modes: Sequence[str] = ("linear", "smooth"), transition: float = 0.5, coefficient: float = 3.0,
+             truncation_psi: float = 0.7, lstm=None, batch: int | None = None, progress: bool = True,
+             **engine_options) -> dict[str, dict[str, float]]:
+    """ACD and latent acceleration over ``videos`` random identities (seeds 0..N-1), per interpolation mode, and
+    for a random latent walk with the same timing. Sequences come from ``lstm`` when given, else uniformly at
+    random (seeded). One engine renders every video. Returns ``{row: {acd_mean, acd_std, accel_mean,
+    accel_std}}``."""
+    from tqdm.auto import tqdm
+
+    from ..models.emotion_cnn import EMOTIONS
+    from ..pipeline.interpolate import MODES, build_segments
+    from ..pipeline.keyframes import ScriptItem
+    from ..pipeline.sequence import sample_emotions
+
+    if videos < 1 or emotions_per_video < 1:
+        raise ConfigError("videos and emotions_per_video must be >= 1")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or ("slerp" in modes and directions.space != "z"):
+        raise ConfigError(f"modes {list(modes)}: each must be one of {MODES}, and slerp needs Z directions")
+    available = [EMOTIONS.index(e) for e in directions.emotions if e in EMOTIONS]
+    if lstm is None and not available:
+        raise ConfigError("the directions file has no FER-2013 emotions to draw from")
+    engine, G = open_model(G, **engine_options)
+    common = dict(directions=directions, fps=fps, transition=transition, intensity=coefficient,
+                  truncation_psi=truncation_psi, batch=batch, generator=G)
+    rows: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+    rows["random walk"] = []
+    rng = np.random.default_rng(0)
+    for v in tqdm(range(videos), desc="eval", unit="video", disable=not progress):
+        if lstm is not None:
+            ids = sample_emotions(lstm, [6], emotions_per_video + 1, temperature=0.8, seed=v)[1:]
+        else:
+            ids = rng.choice(available, emotions_per_video).tolist()
+        items = [ScriptItem(EMOTIONS[i], seconds) for i in ids]
+        for mode in modes:
+            r = render_video(stream(engine, script=items, seed=v, interp=mode, **common), out=None, progress=False)
+            rows[mode].append((r.acd, r.latent_acceleration))
+        segments = build_segments([i.seconds for i in items], fps, transition)
+        walk = random_walk_schedule(G, len(items) + 1, segments, seed=10_000 + v, truncation_psi=truncation_psi)
+        ws = walk.latents(0, walk.num_frames)
+        r = render_video(stream(engine, latents=ws, fps=fps, batch=batch, generator=G), out=None, progress=False)
+        rows["random walk"].append((r.acd, r.latent_acceleration))
+    out = {}
+    for name, values in rows.items():
+        a = np.array(values)
+        out[name] = {"acd_mean": float(a[:, 0].mean()), "acd_std": float(a[:, 0].std()),
+                     "accel_mean": float(a[:, 1].mean()), "accel_std": float(a[:, 1].std())}
+    return out
