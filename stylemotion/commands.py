@@ -466,6 +466,7 @@ def _stats_line(stats: dict) -> str:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
+    import threading
     import time
 
     from .runtime import FileSink, NullSink, RawSink, stream
@@ -499,19 +500,26 @@ def cmd_stream(args: argparse.Namespace) -> int:
         sink = RawSink()
     else:
         sink = NullSink()
-    started = last_report = time.perf_counter()
+    last_report = time.perf_counter()
 
     def report(frame) -> None:
         nonlocal last_report
         now = time.perf_counter()
-        if args.duration is not None and now - started >= args.duration:
-            streamer.finish()  # ends like a finite source: files are finished
         if now - last_report >= args.stats_every:
             last_report = now
             print(_stats_line(streamer.stats()), file=sys.stderr)
 
-    with streamer:
-        streamer.run(sink, on_frame=report if args.mode == "realtime" or args.duration else None)
+    # --duration ends the stream as a finite source ends (files are finished), even if no frame arrives.
+    timer = threading.Timer(args.duration, streamer.finish) if args.duration is not None else None
+    try:
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        with streamer:
+            streamer.run(sink, on_frame=report if args.mode == "realtime" else None)
+    finally:
+        if timer is not None:
+            timer.cancel()
     stats = streamer.stats()
     print(_stats_line(stats), file=sys.stderr)
     if args.stats_json:

@@ -3,8 +3,9 @@
 Three stages, each in its own thread of control:
 
 1. **plan** (a thread): the ``Planner`` makes ``ws [B, num_ws, w_dim]`` on the engine's device, batch by batch.
-   In realtime mode it plans no further than ``lookahead`` seconds ahead of the wall clock, and when the clock
-   has passed frames not yet planned, it skips them (counted as dropped) instead of falling further behind.
+   In realtime mode a frame is planned ``lookahead`` seconds plus the measured render time before it is due
+   (no earlier), so it is ready in time; when frames could no longer be ready in time, the planner skips them
+   (counted as dropped) and goes on with the first frame that can, instead of falling further behind.
 2. **render** (a thread): ``engine.run(ws)`` -> ``ops.to_uint8`` on the device -> host. On CUDA the copy to
    pinned host memory runs on its own stream after an event, so rendering batch k+1 overlaps copying batch k;
    the consumer waits on that batch's event only (no device-wide synchronisation).
@@ -39,8 +40,9 @@ _END = object()  # end of the source
 @dataclass(frozen=True)
 class StreamConfig:
     """How frames flow. ``batch`` None: 8 on CUDA and 1 on the CPU offline (batching does not help a CPU:
-    bench/results), 1 in realtime. ``lookahead``: how far ahead of the clock realtime mode plans (seconds);
-    ``max_late``: a frame later than this past its due time is dropped (default: ``lookahead``)."""
+    bench/results), 1 in realtime. ``lookahead``: how far ahead of the clock realtime mode plans, beyond the
+    measured render time (seconds); ``max_late``: a frame later than this past its due time is dropped (default:
+    ``lookahead``)."""
 
     mode: str = "offline"
     batch: int | None = None
@@ -156,6 +158,7 @@ class Streamer:
         self._started = False
         self._finishing = threading.Event()  # finish(): end after the frame being delivered
         self._t0 = 0.0
+        self._render_estimate = 0.0  # seconds per batch, a moving average (realtime planning)
         self._host_ring: list[torch.Tensor] = []
         self._ring_at = 0
 
@@ -171,19 +174,24 @@ class Streamer:
         if self._started:
             raise ConfigError("a Streamer streams once; make a new one with stylemotion.stream(...)")
         self._started = True
-        if self.config.mode == "realtime":  # warm up (kernels chosen, CUDA graphs captured) before the clock runs
+        if self.config.mode == "realtime":
+            # Warm up (kernels chosen, CUDA graphs captured) before the clock runs, and time one batch: the first
+            # estimate of how long ahead of its due time a frame must be planned.
             info = self.engine.info
-            self.engine.run(torch.zeros(self.batch, info.num_ws, info.w_dim, device=self.device))
-            if self.cuda:
-                torch.cuda.synchronize(self.device)
-        self._t0 = time.perf_counter() + self.config.lookahead
+            ws = torch.zeros(self.batch, info.num_ws, info.w_dim, device=self.device)
+            for _ in range(2):
+                t = time.perf_counter()
+                ops.to_uint8(self.engine.run(ws)).cpu()
+                self._render_estimate = time.perf_counter() - t
+        self._t0 = time.perf_counter() + self.config.lookahead + self._render_estimate
         for target, name in ((self._plan_loop, "stylemotion-plan"), (self._render_loop, "stylemotion-render")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
     def finish(self) -> None:
-        """End the stream after the frame being delivered, as if the source had ended (files are finished)."""
+        """End the stream after the frame being delivered, as if the source had ended (files are finished).
+        Safe from any thread, e.g. a timer."""
         self._finishing.set()
 
     def close(self) -> None:
@@ -210,7 +218,7 @@ class Streamer:
         return False
 
     def _get(self, q: queue.Queue):
-        while not self._stop.is_set():
+        while not (self._stop.is_set() or self._finishing.is_set()):
             try:
                 return q.get(timeout=0.1)
             except queue.Empty:
@@ -218,6 +226,9 @@ class Streamer:
         return _END
 
     def _plan_loop(self) -> None:
+        # The planner's tensors are small: one intra-op thread. A second OpenMP team spinning in this thread
+        # would take the cores the engine needs (on 2 CPU cores it halved the offline stream's frame rate).
+        torch.set_num_threads(1)
         try:
             realtime = self.config.mode == "realtime"
             while not self._stop.is_set():
@@ -225,12 +236,13 @@ class Streamer:
                 if realtime:
                     now = time.perf_counter()
                     nxt = self.planner.next_frame
-                    ahead = self._t0 + nxt / self.fps - now
-                    if ahead > self.config.lookahead:  # far enough ahead: wait (briefly, to stay stoppable)
-                        self._stop.wait(min(ahead - self.config.lookahead, 0.05))
+                    render = self._render_estimate
+                    ahead = self._t0 + nxt / self.fps - now  # until the next frame is due
+                    if ahead > self.config.lookahead + render:  # early: wait (briefly, to stay stoppable)
+                        self._stop.wait(min(ahead - self.config.lookahead - render, 0.05))
                         continue
-                    if ahead < -1.0 / self.fps:  # behind: skip to the frame due now
-                        behind = math.ceil((now - self._t0) * self.fps) - nxt
+                    if ahead < render - 1.0 / self.fps:  # it cannot be ready in time: skip to one that can
+                        behind = math.ceil((now + render - self._t0) * self.fps) - nxt
                         self.planner.skip(behind)
                         with self._stats.lock:
                             self._stats.dropped_behind += behind
@@ -302,6 +314,7 @@ class Streamer:
         if item.copied is not None:
             item.copied.synchronize()  # this batch's copy only
             item.seconds = item.started.elapsed_time(item.copied) / 1e3
+        self._render_estimate = 0.7 * self._render_estimate + 0.3 * item.seconds  # every batch, delivered or not
         return item
 
     def _frames_of(self, item: _Rendered):

@@ -35,13 +35,17 @@ def test_cpu_dry_run_runs_every_step_on_a_tiny_model(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     assert "gpu_check on cpu: passed" in out
-    for step in ("pytest -m gpu", "generator tiny-32", "engines tiny-32", "projector tiny-32"):
+    for step in ("pytest -m gpu", "generator tiny-32", "stream tiny-32", "engines tiny-32", "projector tiny-32"):
         assert f"=== {step}: exit 0 in" in out, step
     names = sorted(p.name for p in results.iterdir())
-    generator = [n for n in names if n.endswith("-tiny-32.json") and not n.startswith(("engines-", "embed-"))]
+    generator = [n for n in names if n.endswith("-tiny-32.json")
+                 and not n.startswith(("engines-", "embed-", "stream-"))]
     engines = [n for n in names if n.startswith("engines-") and n.endswith("-tiny-32.json")]
     embed = [n for n in names if n.startswith("embed-") and n.endswith("-tiny-32.json")]
-    assert len(generator) == len(engines) == len(embed) == 1, names
+    runtime = [n for n in names if n.startswith("stream-") and n.endswith("-tiny-32.json")]
+    assert len(generator) == len(engines) == len(embed) == len(runtime) == 1, names
+    report = json.loads((results / runtime[0]).read_text())
+    assert report["offline"] and report["realtime"]["frames"] > 0, report
     assert any(n.startswith("gpu_check-cpu-") and n.endswith(".log") for n in names), names
     rows = json.loads((results / engines[0]).read_text())["rows"]
     assert "torch cpu fp32" in {r["engine"] for r in rows} and all(r["device"] == "cpu" for r in rows), rows
