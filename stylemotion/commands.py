@@ -458,8 +458,8 @@ def cmd_engines(args: argparse.Namespace) -> int:
 def _stats_line(stats: dict) -> str:
     lat, ctl = stats["latency_ms"], stats["control_latency_ms"]
     text = (f"{stats['frames']} frames, {stats['fps']:.1f} fps (target {stats['target_fps']:g}), latency p50/p95/p99 "
-            f"{lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f} ms, dropped {stats['dropped']}, queues "
-            f"{stats['queues']['planned']}/{stats['queues']['rendered']}")
+            f"{lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f} ms, dropped {stats['dropped']}, queue "
+            f"{stats['queues']['rendered']}")
     if ctl["count"]:
         text += f", control latency p50 {ctl['p50']:.0f} ms (max {ctl['max']:.0f})"
     return text

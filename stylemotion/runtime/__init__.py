@@ -78,7 +78,8 @@ def stream(model, *, directions=None, script=None, lstm=None, predict: int | Non
            batch: int | None = None, lookahead: float = 0.25, max_late: float | None = None,
            interp: str = "smooth", transition: float = 0.5, intensity: float = 3.0, speed: float = 1.0,
            truncation_psi: float = 0.7, temperature: float = 0.8, seconds: float = 1.0, space: str | None = None,
-           as_tensor: bool = False, generator=None, noise_mode: str = "const") -> Streamer:
+           as_tensor: bool = False, generator=None, noise_mode: str = "const",
+           worker: bool | None = None) -> Streamer:
     """A ``Streamer`` of one face's expression video.
 
     Source (one of): ``script`` (``"happy:2,surprise:1.5:4"`` or ``[(emotion, seconds[, intensity])]``),
@@ -89,12 +90,13 @@ def stream(model, *, directions=None, script=None, lstm=None, predict: int | Non
     ``lookahead`` seconds planned ahead, late frames dropped and counted). ``backend``, ``device``,
     ``precision``, ``onnx_path``, ``noise_mode``: as ``open_engine``; ``generator``: the Generator whose mapping
     network makes the latents, when ``model`` is an Engine. ``as_tensor``: ``Frame.image`` stays on the device.
+    ``worker``: plan and render in a worker thread (default: on CUDA, where it overlaps rendering with delivery).
     """
     from ..pipeline.directions import Directions, load_directions
     from ..pipeline.sequence import EmotionSampler, load_lstm
 
-    config = StreamConfig(mode=mode, batch=batch, lookahead=lookahead, max_late=max_late,
-                          as_tensor=as_tensor).validate()
+    config = StreamConfig(mode=mode, batch=batch, lookahead=lookahead, max_late=max_late, as_tensor=as_tensor,
+                          worker=worker).validate()
     settings = StreamSettings(fps=fps, interp=interp, transition=transition, coefficient=intensity, speed=speed,
                               truncation_psi=truncation_psi, temperature=temperature, seconds=seconds).validate()
     if sum(x is not None for x in (script, lstm, latents)) > 1:

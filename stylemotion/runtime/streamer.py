@@ -1,16 +1,16 @@
-"""The Streamer: planner -> render worker -> delivery, connected by bounded queues.
+"""The Streamer: plan -> render -> deliver.
 
-Three stages, each in its own thread of control:
-
-1. **plan** (a thread): the ``Planner`` makes ``ws [B, num_ws, w_dim]`` on the engine's device, batch by batch.
-   In realtime mode a frame is planned ``lookahead`` seconds plus the measured render time before it is due
-   (no earlier), so it is ready in time; when frames could no longer be ready in time, the planner skips them
-   (counted as dropped) and goes on with the first frame that can, instead of falling further behind.
-2. **render** (a thread): ``engine.run(ws)`` -> ``ops.to_uint8`` on the device -> host. On CUDA the copy to
-   pinned host memory runs on its own stream after an event, so rendering batch k+1 overlaps copying batch k;
-   the consumer waits on that batch's event only (no device-wide synchronisation).
-3. **deliver** (the caller's thread, iterating): frames leave in order. In realtime mode each frame waits for
-   its due time (``index / fps`` after the start); a frame later than ``max_late`` is dropped and counted, so
+1. **plan**: the ``Planner`` makes ``ws [B, num_ws, w_dim]`` on the engine's device, batch by batch. In realtime
+   mode a frame is planned ``lookahead`` seconds plus the measured render time before it is due (no earlier), so
+   it is ready in time; when frames could no longer be ready in time, they are skipped (counted as dropped) and
+   planning goes on with the first frame that can, instead of falling further behind.
+2. **render**: ``engine.run(ws)`` -> ``ops.to_uint8`` on the device -> host. On CUDA a worker thread does the
+   planning and rendering and hands batches to delivery through a bounded queue; the copy to pinned host memory
+   runs on its own stream after an event, so rendering batch k+1 overlaps copying batch k, and delivery waits on
+   that batch's event only (no device-wide synchronisation). On the CPU the caller's thread plans and renders
+   between deliveries (see ``Streamer.__init__`` for why).
+3. **deliver** (the caller's thread, iterating): frames leave in order. In realtime mode each frame waits for its
+   due time (``index / fps`` after the start); a frame later than ``max_late`` is dropped and counted, so
    latency cannot grow.
 
 Offline mode renders as fast as possible with the largest useful batch, drops nothing and delivers exactly the
@@ -50,6 +50,7 @@ class StreamConfig:
     max_late: float | None = None
     queue: int = 2  # batches between stages
     as_tensor: bool = False  # Frame.image as a device tensor [H, W, 3] uint8 instead of NumPy
+    worker: bool | None = None  # plan and render in a worker thread (None: on CUDA only; see Streamer)
 
     def validate(self) -> "StreamConfig":
         if self.mode not in MODES:
@@ -150,7 +151,6 @@ class Streamer:
         self.max_late = self.config.lookahead if self.config.max_late is None else self.config.max_late
         self._stats = Stats()
         self._stop = threading.Event()
-        self._planned: queue.Queue = queue.Queue(self.config.queue)
         self._rendered: queue.Queue = queue.Queue(self.config.queue)
         self._threads: list[threading.Thread] = []
         self._pending_controls: list[tuple[int, float]] = []  # (generation, received at)
@@ -159,6 +159,12 @@ class Streamer:
         self._finishing = threading.Event()  # finish(): end after the frame being delivered
         self._t0 = 0.0
         self._render_estimate = 0.0  # seconds per batch, a moving average (realtime planning)
+        # On CUDA a worker thread plans, launches the engine and the copies while the caller takes frames: the GPU
+        # works asynchronously, so rendering batch k+1 overlaps delivering batch k. On the CPU the engine's
+        # OpenMP threads already fill the cores, and OpenMP regions started from a second OS thread measured up
+        # to 3x slower than from the first (elementwise ops, 2 cores): there the caller's thread plans and
+        # renders itself, between deliveries.
+        self._threaded = self.cuda if self.config.worker is None else self.config.worker
         self._host_ring: list[torch.Tensor] = []
         self._ring_at = 0
 
@@ -184,8 +190,8 @@ class Streamer:
                 ops.to_uint8(self.engine.run(ws)).cpu()
                 self._render_estimate = time.perf_counter() - t
         self._t0 = time.perf_counter() + self.config.lookahead + self._render_estimate
-        for target, name in ((self._plan_loop, "stylemotion-plan"), (self._render_loop, "stylemotion-render")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
+        if self._threaded:
+            thread = threading.Thread(target=self._work_loop, name="stylemotion-render", daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -197,12 +203,11 @@ class Streamer:
     def close(self) -> None:
         """Stop both stages (within about a tenth of a second, or once the batch in the engine finishes)."""
         self._stop.set()
-        for q in (self._planned, self._rendered):
-            try:
-                while True:
-                    q.get_nowait()
-            except queue.Empty:
-                pass
+        try:
+            while True:
+                self._rendered.get_nowait()
+        except queue.Empty:
+            pass
         for thread in self._threads:
             thread.join(timeout=1.0)
 
@@ -225,36 +230,25 @@ class Streamer:
                 continue
         return _END
 
-    def _plan_loop(self) -> None:
-        # The planner's tensors are small: one intra-op thread. A second OpenMP team spinning in this thread
-        # would take the cores the engine needs (on 2 CPU cores it halved the offline stream's frame rate).
-        torch.set_num_threads(1)
-        try:
-            realtime = self.config.mode == "realtime"
-            while not self._stop.is_set():
-                size = self.batch
-                if realtime:
-                    now = time.perf_counter()
-                    nxt = self.planner.next_frame
-                    render = self._render_estimate
-                    ahead = self._t0 + nxt / self.fps - now  # until the next frame is due
-                    if ahead > self.config.lookahead + render:  # early: wait (briefly, to stay stoppable)
-                        self._stop.wait(min(ahead - self.config.lookahead - render, 0.05))
-                        continue
-                    if ahead < render - 1.0 / self.fps:  # it cannot be ready in time: skip to one that can
-                        behind = math.ceil((now + render - self._t0) * self.fps) - nxt
-                        self.planner.skip(behind)
-                        with self._stats.lock:
-                            self._stats.dropped_behind += behind
-                        continue
-                planned = self.planner.next_batch(size)
-                if planned is None:
-                    self._put(self._planned, _END)
-                    return
-                if not self._put(self._planned, planned):
-                    return
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            self._put(self._planned, _Failure(exc))
+    def _plan(self):
+        """The next batch of ``ws``; in realtime mode paced to the clock. None: not yet (waited briefly);
+        ``_END``: the source is done."""
+        if self.config.mode == "realtime":
+            now = time.perf_counter()
+            nxt = self.planner.next_frame
+            render = self._render_estimate
+            ahead = self._t0 + nxt / self.fps - now  # until the next frame is due
+            if ahead > self.config.lookahead + render:  # early: wait (briefly, to stay stoppable)
+                self._stop.wait(min(ahead - self.config.lookahead - render, 0.05))
+                return None
+            if ahead < render - 1.0 / self.fps:  # it cannot be ready in time: skip to one that can
+                behind = math.ceil((now + render - self._t0) * self.fps) - nxt
+                self.planner.skip(behind)
+                with self._stats.lock:
+                    self._stats.dropped_behind += behind
+                return None
+        planned = self.planner.next_batch(self.batch)
+        return _END if planned is None else planned
 
     def _host_buffer(self, like: torch.Tensor) -> torch.Tensor:
         """A pinned host buffer for a batch; a ring deep enough that the consumer is done with a buffer before
@@ -267,46 +261,67 @@ class Streamer:
         self._ring_at += 1
         return buf[:len(like)]
 
-    def _render_loop(self) -> None:
+    def _render(self, planned: PlannedBatch, copy_stream) -> _Rendered:
+        """Engine -> uint8 on the device -> host. On CUDA the copy runs on ``copy_stream`` after an event, so the
+        next batch renders while this one is copied; the returned event says when the copy is done."""
+        if self.cuda:
+            started = torch.cuda.Event(enable_timing=True)
+            started.record()
+        else:
+            started = time.perf_counter()
+        with torch.inference_mode():
+            frames = ops.to_uint8(self.engine.run(planned.ws))
+        copied = None
+        if self.cuda and not self.config.as_tensor:
+            done = torch.cuda.Event()
+            done.record()
+            copy_stream.wait_event(done)
+            host = self._host_buffer(frames)
+            with torch.cuda.stream(copy_stream):
+                host.copy_(frames, non_blocking=True)
+                frames.record_stream(copy_stream)
+                copied = torch.cuda.Event(enable_timing=True)
+                copied.record(copy_stream)
+            frames = host
+        elif self.cuda:
+            copied = torch.cuda.Event(enable_timing=True)
+            copied.record()
+        seconds = None if self.cuda else time.perf_counter() - started
+        return _Rendered(planned, frames, copied, started, seconds)
+
+    def _work_loop(self) -> None:
+        """Plan a batch, render it, hand it to delivery through the bounded queue.
+
+        Planning runs in this thread, between renders: it costs well under a millisecond a batch, and a planner
+        thread of its own measured worse on the CPU (its OpenMP team competed with the engine's for the cores:
+        the offline stream ran at half the engine's rate on 2 cores).
+        """
         copy_stream = torch.cuda.Stream(self.device) if self.cuda else None
         try:
-            while True:
-                planned = self._get(self._planned)
-                if planned is _END or isinstance(planned, _Failure):
-                    self._put(self._rendered, planned)
+            while not self._stop.is_set():
+                planned = self._plan()
+                if planned is None:
+                    continue
+                if planned is _END:
+                    self._put(self._rendered, _END)
                     return
-                if self.cuda:
-                    started = torch.cuda.Event(enable_timing=True)
-                    started.record()
-                else:
-                    started = time.perf_counter()
-                with torch.inference_mode():
-                    frames = ops.to_uint8(self.engine.run(planned.ws))
-                copied = None
-                if self.cuda and not self.config.as_tensor:
-                    done = torch.cuda.Event()
-                    done.record()
-                    copy_stream.wait_event(done)
-                    host = self._host_buffer(frames)
-                    with torch.cuda.stream(copy_stream):
-                        host.copy_(frames, non_blocking=True)
-                        frames.record_stream(copy_stream)
-                        copied = torch.cuda.Event(enable_timing=True)
-                        copied.record(copy_stream)
-                    frames = host
-                elif self.cuda:
-                    copied = torch.cuda.Event(enable_timing=True)
-                    copied.record()
-                seconds = None if self.cuda else time.perf_counter() - started
-                if not self._put(self._rendered, _Rendered(planned, frames, copied, started, seconds)):
+                if not self._put(self._rendered, self._render(planned, copy_stream)):
                     return
-        except BaseException as exc:
+        except BaseException as exc:  # handed to the consumer, which re-raises it
             self._put(self._rendered, _Failure(exc))
 
     # -- delivery --------------------------------------------------------------------------------------------
 
     def _next_rendered(self) -> _Rendered | None:
-        item = self._get(self._rendered)
+        """The next rendered batch in order, or None at the end. On CUDA it comes from the worker thread through
+        the queue; on the CPU it is planned and rendered here, in the caller's thread (see ``_start``)."""
+        if self._threaded:
+            item = self._get(self._rendered)
+        else:
+            item = None
+            while item is None and not (self._stop.is_set() or self._finishing.is_set()):
+                item = self._plan()
+            item = _END if item is None or item is _END else self._render(item, None)
         if item is _END:
             return None
         if isinstance(item, _Failure):
@@ -446,7 +461,7 @@ class Streamer:
                 "latency_ms": _percentiles(s.latency), "lateness_ms": _percentiles(s.lateness),
                 "control_latency_ms": {**_percentiles(s.control), "count": len(s.control),
                                        "max": float(max(s.control) * 1e3) if s.control else float("nan")},
-                "queues": {"planned": self._planned.qsize(), "rendered": self._rendered.qsize()},
+                "queues": {"rendered": self._rendered.qsize()},
                 "engine": {"backend": info.backend, "precision": info.precision, "device": info.device,
                            "detail": info.detail},
                 "ops": {op: ops.implementation(op, info.device) for op in ("fused_lerp", "to_uint8")},

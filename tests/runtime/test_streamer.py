@@ -39,11 +39,11 @@ def old_video_path(G, dirs, script, *, fps, seed=0, interp="smooth", transition=
     return ws, frames.numpy()
 
 
-@pytest.mark.parametrize("batch", [1, 4])
-def test_offline_is_exact_in_order_and_equals_the_generator(G, dirs, batch):
+@pytest.mark.parametrize("batch, worker", [(1, False), (4, False), (3, True)])
+def test_offline_is_exact_in_order_and_equals_the_generator(G, dirs, batch, worker):
     script = "happy:1,surprise:1.5,neutral:0.5"
     ws_ref, ref = old_video_path(G, dirs, script, fps=10)
-    s = stream(G, directions=dirs, script=script, fps=10, batch=batch, backend="torch")
+    s = stream(G, directions=dirs, script=script, fps=10, batch=batch, backend="torch", worker=worker)
     got_ws, frames = [], []
     with s:
         for b in s.batches():
@@ -131,8 +131,9 @@ def test_an_engine_is_shared_by_streams(G, dirs):
 # --- realtime ---------------------------------------------------------------------------------------------------
 
 
-def test_realtime_keeps_the_target_fps(G, dirs):
-    s = stream(G, directions=dirs, script="happy:1,sad:1.5", fps=12, mode="realtime")
+@pytest.mark.parametrize("worker", [False, True])
+def test_realtime_keeps_the_target_fps(G, dirs, worker):
+    s = stream(G, directions=dirs, script="happy:1,sad:1.5", fps=12, mode="realtime", worker=worker)
     t0 = time.perf_counter()
     frames = list(s)
     wall = time.perf_counter() - t0
@@ -167,8 +168,19 @@ def test_realtime_drops_frames_it_cannot_render_and_latency_stays_bounded(G, dir
     assert all(b.index > a.index for a, b in zip(frames, frames[1:]))
 
 
-def latents_of(frames_ws):
-    return torch.cat(frames_ws).reshape(sum(len(w) for w in frames_ws), -1).double()
+class FailingEngine(SlowEngine):
+    def run(self, ws):
+        raise RuntimeError("the engine broke")
+
+
+@pytest.mark.parametrize("worker", [False, True])
+def test_an_engine_failure_reaches_the_caller(G, dirs, worker):
+    from stylemotion.engines import open_engine
+
+    broken = FailingEngine(open_engine(G, backend="torch"), 0.0)
+    s = stream(broken, generator=G, directions=dirs, script="happy:1", fps=8, worker=worker)
+    with pytest.raises(RuntimeError, match="the engine broke"):
+        list(s)
 
 
 def test_control_is_reflected_within_the_lookahead_and_the_path_stays_continuous(G, dirs):
