@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.engines import time_engine  # noqa: E402
 from bench.run import device_name, load_model, pick_device, write_results  # noqa: E402
 from stylemotion.engines import open_engine  # noqa: E402
 from stylemotion.pipeline.directions import random_directions  # noqa: E402
@@ -40,16 +41,7 @@ EMOTIONS = ("happy", "sad", "surprise", "angry", "fear", "disgust", "neutral")
 def engine_only(engine, G, batch: int, iters: int) -> float:
     """Images/s of ``engine.run`` alone on ws already on the device."""
     ws = G.mapping(torch.randn(batch, G.z_dim), truncation_psi=0.7).to(engine.info.device)
-    cuda = engine.info.device.startswith("cuda")
-    engine.run(ws)  # warm-up (kernels, CUDA graph capture)
-    if cuda:
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        engine.run(ws)
-    if cuda:
-        torch.cuda.synchronize()
-    return batch * iters / (time.perf_counter() - t0)
+    return batch / time_engine(engine, ws, iters)
 
 
 def script_for(frames: int, fps: float) -> str:

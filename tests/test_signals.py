@@ -84,7 +84,8 @@ def test_video_is_finished_on_signal(tmp_path, ckpt, sig, kind):
     def mid_write() -> bool:  # the temporary output holds frames already
         if kind == "mp4":
             return any(tmp_path.glob(".v.*partial.mp4"))  # ffmpeg opens it with the first frame
-        return any(len(list(p.glob("*.png"))) >= 5 for p in tmp_path.glob(".frames.*partial"))
+        return any(len([f for f in p.glob("frame*.png")]) >= 5  # finished frames, not a PNG being written
+                   for p in tmp_path.glob(".frames.*partial"))
 
     code, err = interrupt_when(proc, mid_write, sig)
     assert code == EXIT[sig], err

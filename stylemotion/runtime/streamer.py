@@ -356,21 +356,25 @@ class Streamer:
                     with stats.lock:
                         stats.control.append(now - c[1])
 
-    def batches(self) -> Iterator[Batch]:
-        """Whole batches in order (offline mode: nothing paced, nothing dropped)."""
-        if self.config.mode != "offline":
-            raise ConfigError("batches() is for offline mode; iterate the Streamer for paced realtime frames")
+    def _rendered_in_order(self) -> Iterator[tuple[_Rendered, np.ndarray | torch.Tensor]]:
+        """Start, then each rendered batch and its frames in order until the end, ``finish()`` or ``close()``."""
         self._start()
         try:
             while not self._finishing.is_set():
                 item = self._next_rendered()
                 if item is None:
                     return
-                frames = self._frames_of(item)
-                self._note_delivery(item, len(frames))
-                yield Batch(item.planned.first, frames, item.planned.emotions, item.planned.ws)
+                yield item, self._frames_of(item)
         finally:
             self.close()
+
+    def batches(self) -> Iterator[Batch]:
+        """Whole batches in order (offline mode: nothing paced, nothing dropped)."""
+        if self.config.mode != "offline":
+            raise ConfigError("batches() is for offline mode; iterate the Streamer for paced realtime frames")
+        for item, frames in self._rendered_in_order():
+            self._note_delivery(item, len(frames))
+            yield Batch(item.planned.first, frames, item.planned.emotions, item.planned.ws)
 
     def __iter__(self) -> Iterator[Frame]:
         if self.config.mode == "offline":
@@ -381,32 +385,24 @@ class Streamer:
                     index = batch.first + j
                     yield Frame(index, index / self.fps, image, emotion)
             return
-        self._start()
-        try:
-            while not self._finishing.is_set():
-                item = self._next_rendered()
-                if item is None:
+        for item, frames in self._rendered_in_order():
+            for j, (image, emotion) in enumerate(zip(frames, item.planned.emotions)):
+                if self._finishing.is_set():
                     return
-                frames = self._frames_of(item)
-                for j, (image, emotion) in enumerate(zip(frames, item.planned.emotions)):
-                    if self._finishing.is_set():
+                index = item.planned.first + j
+                due = self._t0 + index / self.fps
+                now = time.perf_counter()
+                if now < due:
+                    if self._stop.wait(due - now):
                         return
-                    index = item.planned.first + j
-                    due = self._t0 + index / self.fps
-                    now = time.perf_counter()
-                    if now < due:
-                        if self._stop.wait(due - now):
-                            return
-                    elif now - due > self.max_late:
-                        with self._stats.lock:
-                            self._stats.dropped_late += 1
-                        continue
-                    self._note_delivery(item, 1)
+                elif now - due > self.max_late:
                     with self._stats.lock:
-                        self._stats.lateness.append(max(0.0, time.perf_counter() - due))
-                    yield Frame(index, index / self.fps, image, emotion)
-        finally:
-            self.close()
+                        self._stats.dropped_late += 1
+                    continue
+                self._note_delivery(item, 1)
+                with self._stats.lock:
+                    self._stats.lateness.append(max(0.0, time.perf_counter() - due))
+                yield Frame(index, index / self.fps, image, emotion)
 
     def run(self, *sinks, on_frame: Callable[[Frame], None] | None = None) -> dict:
         """Stream to ``sinks`` until the source ends (or Ctrl-C / SIGTERM); returns ``stats()``.
