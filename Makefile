@@ -22,7 +22,10 @@ demo: $(STAMP)
 	$(BIN)/stylemotion video ffhq-256 --directions random --script happy:1,surprise:1,neutral:1 \
 		--fps 10 --interp smooth --out out/demo.mp4 --sheet out/demo-sheet.png
 
+# cpp_ext's CPU kernels (cached by a hash of their sources: a no-op when nothing changed); then the suite, which
+# also compiles every .cu file with nvcc when nvcc is on the PATH.
 test: $(STAMP)
+	$(BIN)/python -m stylemotion.ext build
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

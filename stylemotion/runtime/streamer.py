@@ -460,5 +460,5 @@ class Streamer:
                 "queues": {"rendered": self._rendered.qsize()},
                 "engine": {"backend": info.backend, "precision": info.precision, "device": info.device,
                            "detail": info.detail},
-                "ops": {op: ops.implementation(op, info.device) for op in ("fused_lerp", "to_uint8")},
+                "ops": {op: ops.implementation(op, info.device) for op in ops.OPS},
             }
