@@ -3,6 +3,7 @@
 // graphs. Every precondition is a TORCH_CHECK sentence naming the argument.
 #include <torch/library.h>
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #if defined(STYLEMOTION_WITH_CUDA)
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -80,7 +81,10 @@ at::Tensor fused_lerp_cpu(const at::Tensor& keyframes, const at::Tensor& index, 
   auto p = prepare_lerp(keyframes, index, t, tangents, span, w_avg, psi);
   const auto dtype = lerp_out_dtype(out_dtype);
   auto out = at::empty(lerp_out_shape(keyframes, index), keyframes.options().dtype(dtype));
-  sm::fused_lerp_cpu(p.args, out.data_ptr(), dtype == at::kHalf);
+  void* dst = out.data_ptr();
+  const bool half = dtype == at::kHalf;
+  at::parallel_for(0, p.args.n, std::max<int64_t>(1, 32768 / std::max<int64_t>(p.args.s, 1)),
+                   [&](int64_t b, int64_t e) { sm::fused_lerp_cpu(p.args, dst, half, b, e); });
   return out;
 }
 
@@ -95,11 +99,14 @@ at::Tensor to_uint8_cpu(const at::Tensor& images_in) {
   const auto images = images_in.contiguous();
   const int64_t n = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3);
   auto out = at::empty({n, h, w, c}, images.options().dtype(at::kByte));
+  uint8_t* dst = out.data_ptr<uint8_t>();
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(w * c, 1));  // rows per task
   if (images.scalar_type() == at::kHalf) {
-    sm::to_uint8_cpu_f16(reinterpret_cast<const uint16_t*>(images.data_ptr<at::Half>()), n, c, h, w,
-                         out.data_ptr<uint8_t>());
+    const auto* src = reinterpret_cast<const uint16_t*>(images.data_ptr<at::Half>());
+    at::parallel_for(0, n * h, grain, [&](int64_t b, int64_t e) { sm::to_uint8_cpu_f16(src, n, c, h, w, dst, b, e); });
   } else {
-    sm::to_uint8_cpu(images.data_ptr<float>(), n, c, h, w, out.data_ptr<uint8_t>());
+    const float* src = images.data_ptr<float>();
+    at::parallel_for(0, n * h, grain, [&](int64_t b, int64_t e) { sm::to_uint8_cpu(src, n, c, h, w, dst, b, e); });
   }
   return out;
 }
@@ -124,12 +131,15 @@ at::Tensor acd_cpu(const at::Tensor& frames_in, const c10::optional<at::Tensor>&
   const auto previous = previous_in.has_value() ? previous_in->contiguous() : at::Tensor();
   const int64_t pairs = previous.defined() ? n : std::max<int64_t>(n - 1, 0);
   auto out = at::empty({pairs}, frames.options().dtype(at::kDouble));
+  double* dst = out.data_ptr<double>();
   if (frames.scalar_type() == at::kByte) {
-    sm::acd_cpu_u8(frames.data_ptr<uint8_t>(), previous.defined() ? previous.data_ptr<uint8_t>() : nullptr, n,
-                   size, out.data_ptr<double>());
+    const uint8_t* src = frames.data_ptr<uint8_t>();
+    const uint8_t* prev = previous.defined() ? previous.data_ptr<uint8_t>() : nullptr;
+    at::parallel_for(0, pairs, 1, [&](int64_t b, int64_t e) { sm::acd_cpu_u8(src, prev, n, size, dst, b, e); });
   } else {
-    sm::acd_cpu_f32(frames.data_ptr<float>(), previous.defined() ? previous.data_ptr<float>() : nullptr, n, size,
-                    out.data_ptr<double>());
+    const float* src = frames.data_ptr<float>();
+    const float* prev = previous.defined() ? previous.data_ptr<float>() : nullptr;
+    at::parallel_for(0, pairs, 1, [&](int64_t b, int64_t e) { sm::acd_cpu_f32(src, prev, n, size, dst, b, e); });
   }
   return out;
 }

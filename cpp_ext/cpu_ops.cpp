@@ -1,5 +1,5 @@
-// CPU kernels: plain loops over the shared element math (ops.h); the compiler vectorises them, OpenMP splits
-// large batches when it is enabled.
+// CPU kernels: plain loops over the shared element math (ops.h) that the compiler vectorises; each covers a range
+// of work items, and bindings.cpp splits the items across PyTorch's intra-op threads.
 #include <cmath>
 #include <cstring>
 
@@ -7,9 +7,8 @@
 
 namespace sm {
 
-void fused_lerp_cpu(const LerpArgs& args, void* out, bool out_half) {
-#pragma omp parallel for if (args.n * args.s > (1 << 16))
-  for (int64_t i = 0; i < args.n; ++i) {
+void fused_lerp_cpu(const LerpArgs& args, void* out, bool out_half, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
     if (out_half) {
       uint16_t* row = static_cast<uint16_t*>(out) + i * args.s;
       for (int64_t e = 0; e < args.s; ++e) row[e] = float_to_half(lerp_element(args, i, e));
@@ -18,22 +17,6 @@ void fused_lerp_cpu(const LerpArgs& args, void* out, bool out_half) {
       for (int64_t e = 0; e < args.s; ++e) row[e] = lerp_element(args, i, e);
     }
   }
-}
-
-template <typename Load>
-static void to_uint8_impl(Load load, int64_t n, int64_t c, int64_t h, int64_t w, uint8_t* out) {
-  const int64_t plane = h * w;
-#pragma omp parallel for if (n * plane > (1 << 16))
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t p = 0; p < plane; ++p) {
-      uint8_t* px = out + (i * plane + p) * c;
-      for (int64_t ch = 0; ch < c; ++ch) px[ch] = to_u8(load((i * c + ch) * plane + p));
-    }
-  }
-}
-
-void to_uint8_cpu(const float* images, int64_t n, int64_t c, int64_t h, int64_t w, uint8_t* out) {
-  to_uint8_impl([images](int64_t j) { return images[j]; }, n, c, h, w, out);
 }
 
 // IEEE half -> float, exactly (every half is a float).
@@ -59,32 +42,88 @@ static inline float half_to_float(uint16_t bits) {
   return out;
 }
 
-void to_uint8_cpu_f16(const uint16_t* images, int64_t n, int64_t c, int64_t h, int64_t w, uint8_t* out) {
-  to_uint8_impl([images](int64_t j) { return half_to_float(images[j]); }, n, c, h, w, out);
-}
-
-template <typename T>
-static void acd_impl(const T* frames, const T* previous, int64_t n, int64_t size, double* out) {
-  const int64_t pairs = previous ? n : n - 1;
-#pragma omp parallel for if (pairs * size > (1 << 16))
-  for (int64_t j = 0; j < pairs; ++j) {
-    const T* a = previous ? (j == 0 ? previous : frames + (j - 1) * size) : frames + j * size;
-    const T* b = previous ? frames + j * size : frames + (j + 1) * size;
-    double sum = 0.0;
-    for (int64_t e = 0; e < size; ++e) {
-      const double diff = double(b[e]) - double(a[e]);
-      sum += diff * diff;
+// One image row: each plane's row converted in a vectorisable loop, then interleaved into HWC. Rows are items
+// n * h + y.
+template <typename T, typename Load>
+static void to_uint8_rows(const T* images, int64_t c, int64_t h, int64_t w, uint8_t* out, int64_t begin,
+                          int64_t end, Load load) {
+  constexpr int64_t kChunk = 512;
+  float values[kChunk];
+  uint8_t bytes[4][kChunk];
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t i = r / h, y = r % h;
+    uint8_t* dst = out + r * w * c;
+    for (int64_t x0 = 0; x0 < w; x0 += kChunk) {
+      const int64_t len = (w - x0 < kChunk) ? w - x0 : kChunk;
+      for (int64_t ch0 = 0; ch0 < c; ch0 += 4) {
+        const int64_t chs = (c - ch0 < 4) ? c - ch0 : 4;
+        for (int64_t ch = 0; ch < chs; ++ch) {
+          const T* src = images + ((i * c + ch0 + ch) * h + y) * w + x0;
+          for (int64_t x = 0; x < len; ++x) values[x] = load(src[x]);
+          for (int64_t x = 0; x < len; ++x) bytes[ch][x] = to_u8(values[x]);
+        }
+        if (c == 3) {
+          for (int64_t x = 0; x < len; ++x) {
+            uint8_t* px = dst + (x0 + x) * 3;
+            px[0] = bytes[0][x];
+            px[1] = bytes[1][x];
+            px[2] = bytes[2][x];
+          }
+        } else {
+          for (int64_t x = 0; x < len; ++x)
+            for (int64_t ch = 0; ch < chs; ++ch) dst[(x0 + x) * c + ch0 + ch] = bytes[ch][x];
+        }
+      }
     }
-    out[j] = std::sqrt(sum);
   }
 }
 
-void acd_cpu_f32(const float* frames, const float* previous, int64_t n, int64_t size, double* out) {
-  acd_impl(frames, previous, n, size, out);
+void to_uint8_cpu(const float* images, int64_t n, int64_t c, int64_t h, int64_t w, uint8_t* out, int64_t begin,
+                  int64_t end) {
+  to_uint8_rows(images, c, h, w, out, begin, end, [](float v) { return v; });
 }
 
-void acd_cpu_u8(const uint8_t* frames, const uint8_t* previous, int64_t n, int64_t size, double* out) {
-  acd_impl(frames, previous, n, size, out);
+void to_uint8_cpu_f16(const uint16_t* images, int64_t n, int64_t c, int64_t h, int64_t w, uint8_t* out,
+                      int64_t begin, int64_t end) {
+  to_uint8_rows(images, c, h, w, out, begin, end, [](uint16_t v) { return half_to_float(v); });
+}
+
+// One pair's squared distance: float64 for float32 frames; exact int64 for uint8 frames (255^2 * size fits).
+static double squared_distance(const float* a, const float* b, int64_t size) {
+  double sum = 0.0;
+  for (int64_t e = 0; e < size; ++e) {
+    const double d = double(b[e]) - double(a[e]);
+    sum += d * d;
+  }
+  return sum;
+}
+
+static double squared_distance(const uint8_t* a, const uint8_t* b, int64_t size) {
+  int64_t sum = 0;
+  for (int64_t e = 0; e < size; ++e) {
+    const int32_t d = int32_t(b[e]) - int32_t(a[e]);
+    sum += d * d;
+  }
+  return double(sum);
+}
+
+template <typename T>
+static void acd_impl(const T* frames, const T* previous, int64_t size, double* out, int64_t begin, int64_t end) {
+  for (int64_t j = begin; j < end; ++j) {
+    const T* a = previous ? (j == 0 ? previous : frames + (j - 1) * size) : frames + j * size;
+    const T* b = previous ? frames + j * size : frames + (j + 1) * size;
+    out[j] = std::sqrt(squared_distance(a, b, size));
+  }
+}
+
+void acd_cpu_f32(const float* frames, const float* previous, int64_t n, int64_t size, double* out, int64_t begin,
+                 int64_t end) {
+  acd_impl(frames, previous, size, out, begin, end);
+}
+
+void acd_cpu_u8(const uint8_t* frames, const uint8_t* previous, int64_t n, int64_t size, double* out,
+                int64_t begin, int64_t end) {
+  acd_impl(frames, previous, size, out, begin, end);
 }
 
 }  // namespace sm

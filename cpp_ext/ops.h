@@ -9,6 +9,7 @@
 // the results must equal PyTorch's eager reference (stylemotion/ops.py) bit for bit in float32.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -70,12 +71,13 @@ SM_HD float hermite(float a, float b, float ta, float tb, float m, float t) {
 // Truncation toward w_avg: w_avg + psi * (x - w_avg).
 SM_HD float truncate(float x, float w_avg, float psi) { return fadd(w_avg, fmul(psi, fsub(x, w_avg))); }
 
-// The official image conversion: (x * 127.5 + 128) clamped to [0, 255], truncated toward zero. NaN becomes 0.
+// The official image conversion: (x * 127.5 + 128) clamped to [0, 255], truncated toward zero (NaN: what the
+// platform's float-to-int conversion gives, as in PyTorch). Written as selects, which the CPU loop vectorises.
 SM_HD uint8_t to_u8(float x) {
   float y = fadd(fmul(x, 127.5f), 128.0f);
-  if (!(y >= 0.0f)) return 0;  // also NaN
-  if (y > 255.0f) y = 255.0f;
-  return static_cast<uint8_t>(y);
+  y = y < 0.0f ? 0.0f : y;
+  y = y > 255.0f ? 255.0f : y;
+  return static_cast<uint8_t>(static_cast<int32_t>(y));
 }
 
 // float -> IEEE half bits, round to nearest even (what .to(torch.float16) does).
@@ -120,13 +122,19 @@ SM_HD float lerp_element(const LerpArgs& a, int64_t i, int64_t e) {
   return x;
 }
 
-// CPU kernels (cpu_ops.cpp). fused_lerp writes float32 to `out`, or IEEE half bits when out_half.
-void fused_lerp_cpu(const LerpArgs& args, void* out, bool out_half);
-void to_uint8_cpu(const float* images, int64_t n, int64_t c, int64_t h, int64_t w, uint8_t* out);
-void to_uint8_cpu_f16(const uint16_t* images, int64_t n, int64_t c, int64_t h, int64_t w, uint8_t* out);
-// distances[j] = || frame_{j+1} - frame_j || over `size` values, frames[-1] = previous (null: none, n-1 pairs).
-void acd_cpu_f32(const float* frames, const float* previous, int64_t n, int64_t size, double* out);
-void acd_cpu_u8(const uint8_t* frames, const uint8_t* previous, int64_t n, int64_t size, double* out);
+// CPU kernels (cpu_ops.cpp), each over a range [begin, end) of its work items so the caller can split the work
+// across threads (bindings.cpp uses PyTorch's intra-op pool). fused_lerp: items are frames, writing float32 to
+// `out`, or IEEE half bits when out_half. to_uint8: items are image rows (n * h of them). acd: items are pairs,
+// distances[j] = || frame_{j+1} - frame_j || over `size` values, with frames[-1] = previous (null: none).
+void fused_lerp_cpu(const LerpArgs& args, void* out, bool out_half, int64_t begin, int64_t end);
+void to_uint8_cpu(const float* images, int64_t n, int64_t c, int64_t h, int64_t w, uint8_t* out, int64_t begin,
+                  int64_t end);
+void to_uint8_cpu_f16(const uint16_t* images, int64_t n, int64_t c, int64_t h, int64_t w, uint8_t* out,
+                      int64_t begin, int64_t end);
+void acd_cpu_f32(const float* frames, const float* previous, int64_t n, int64_t size, double* out, int64_t begin,
+                 int64_t end);
+void acd_cpu_u8(const uint8_t* frames, const uint8_t* previous, int64_t n, int64_t size, double* out,
+                int64_t begin, int64_t end);
 
 }  // namespace sm
 
