@@ -8,6 +8,10 @@ onnxruntime-gpu instead of onnxruntime), ``tensorrt``, ``ray``, ``dev`` (the tes
 ``gpu``, never both: onnxruntime and onnxruntime-gpu install the same ``onnxruntime`` module and overwrite each
 other. CPU developers install ``.[dev,onnx]``, GPU developers ``.[dev,gpu]``.
 """
+import os
+import subprocess
+import sys
+
 from setuptools import find_packages, setup
 
 setup(
@@ -41,3 +45,12 @@ setup(
     },
     entry_points={"console_scripts": ["stylemotion=stylemotion.cli:main"]},
 )
+
+# STYLEMOTION_BUILD_EXT=1 also builds cpp_ext (the CUDA kernels too when PyTorch sees a GPU). It needs PyTorch in
+# the environment that runs this file: `STYLEMOTION_BUILD_EXT=1 pip install --no-build-isolation -e .`, or
+# afterwards `python -m stylemotion.ext build [--cuda]`. Without it the package uses the PyTorch references.
+if os.environ.get("STYLEMOTION_BUILD_EXT") == "1" and any(a in sys.argv for a in ("develop", "editable_wheel",
+                                                                                     "bdist_wheel", "install")):
+    here = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run([sys.executable, "-m", "stylemotion.ext", "build"], cwd=here, check=True,
+                   env={**os.environ, "PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", "")})

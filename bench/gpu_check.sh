@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything a lent GPU can tell us, in one call of the device tool (DESIGN.md section 6):
 #   the CUDA-marked tests (FP16 against float32 by PSNR, CUDA graphs), generator throughput for fp32 and fp16,
-#   the runtime (offline stream vs engine alone; a 60 fps realtime stream's latencies), the projector's step cost, and every engine's images/s on the GPU (torch fp32/fp16/graphs, ONNX Runtime CUDA
+#   the runtime (offline stream vs engine alone; a 60 fps realtime stream's latencies), cpp_ext's CUDA kernels
+#   (built, tested against their references, and timed against the copy bandwidth), the projector's step cost, and every engine's images/s on the GPU (torch fp32/fp16/graphs, ONNX Runtime CUDA
 #   where onnxruntime-gpu is installed). GPU rows only: no CPU benchmark runs inside the device call.
 #
 #   bash bench/gpu_check.sh                                      # on the GPU: about 5 minutes, never more than
@@ -46,6 +47,7 @@ case "$DEVICE" in
     ENGINE_ARGS=(--batch 1,8,32 --iters 10)
     # The runtime: offline stream vs engine alone at batch 1..16, and a 60 fps realtime stream (p99 <= 16.7 ms?)
     STREAM_ARGS=(--batch 1,4,8,16 --frames 64 --iters 10 --fps 60 --seconds 8)
+    OPS_ARGS=()
     ;;
   cpu)
     DEST=${STYLEMOTION_GPU_CHECK_RESULTS:-}
@@ -57,6 +59,7 @@ case "$DEVICE" in
     SEQ_ARGS=(--frames 2 --max-steps 5)
     ENGINE_ARGS=(--batch 1,2 --iters 1 --threads 1)
     STREAM_ARGS=(--batch 1,2 --iters 1 --fps 12 --seconds 1 --threads 1)
+    OPS_ARGS=(--no-compile --only 64 --threads 1)
     ;;
   *) echo "STYLEMOTION_GPU_CHECK_DEVICE must be cuda, cuda:N or cpu, got '$DEVICE'" >&2; exit 2;;
 esac
@@ -114,9 +117,12 @@ if [ "$status" -ne 0 ]; then
     "\`make test\` to create .venv); nothing else was run" >&2
   exit 1
 fi
+# cpp_ext first (the CUDA kernels when PyTorch sees the GPU), so the CUDA op tests below run the kernels.
+step "cpp_ext build" 240 "$PY" -m stylemotion.ext build
 step "pytest -m gpu" 180 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
 step "generator $BIG" 120 "$PY" bench/run.py --model "$BIG" --device "$DEVICE" "${RUN_ARGS[@]}" --out "$RUN"
 step "stream $BIG" 120 "$PY" bench/stream.py --model "$BIG" --device "$DEVICE" "${STREAM_ARGS[@]}" --out "$RUN"
+step "ops" 90 "$PY" bench/ops.py --device "$DEVICE" "${OPS_ARGS[@]}" --out "$RUN"
 step "engines $BIG" 180 "$PY" bench/engines.py --model "$BIG" --device "$DEVICE" "${ENGINE_ARGS[@]}" --out "$RUN"
 step "projector $BIG" 150 "$PY" bench/embed.py --model "$BIG" --device "$DEVICE" "${EMBED_ARGS[@]}" "${SEQ_ARGS[@]}" \
   --out "$RUN"

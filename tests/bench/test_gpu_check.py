@@ -35,11 +35,12 @@ def test_cpu_dry_run_runs_every_step_on_a_tiny_model(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     assert "gpu_check on cpu: passed" in out
-    for step in ("pytest -m gpu", "generator tiny-32", "stream tiny-32", "engines tiny-32", "projector tiny-32"):
+    for step in ("cpp_ext build", "pytest -m gpu", "generator tiny-32", "stream tiny-32", "ops", "engines tiny-32",
+                 "projector tiny-32"):
         assert f"=== {step}: exit 0 in" in out, step
     names = sorted(p.name for p in results.iterdir())
     generator = [n for n in names if n.endswith("-tiny-32.json")
-                 and not n.startswith(("engines-", "embed-", "stream-"))]
+                 and not n.startswith(("engines-", "embed-", "stream-", "ops-"))]
     engines = [n for n in names if n.startswith("engines-") and n.endswith("-tiny-32.json")]
     embed = [n for n in names if n.startswith("embed-") and n.endswith("-tiny-32.json")]
     runtime = [n for n in names if n.startswith("stream-") and n.endswith("-tiny-32.json")]
