@@ -40,8 +40,11 @@ setup(
         "gpu": ["onnx>=1.15", "onnxscript>=0.2", "onnxruntime-gpu>=1.17"],  # instead of "onnx", never with it
         "tensorrt": ["tensorrt>=10.0", "onnx>=1.15", "onnxscript>=0.2"],
         "ray": ["ray>=2.9"],
+        "server": ["aiohttp>=3.9"],  # stylemotion serve
+        "camera": ["pyvirtualcam>=0.11"],  # stylemotion serve --virtual-camera
         # Test tools only (skimage: real face photos for tests); add "onnx" on the CPU or "gpu" on a GPU.
-        "dev": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21"],
+        # selenium drives Debian's chromium in the page test (.ci/run installs chromium and chromium-driver).
+        "dev": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21", "selenium>=4.20"],
     },
     entry_points={"console_scripts": ["stylemotion=stylemotion.cli:main"]},
 )

@@ -527,3 +527,27 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if args.out or args.png:
         print(f"wrote {sink.path} ({stats['frames']} frames)", file=sys.stderr)
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .runtime.server import ServerConfig, build_server, run
+
+    host, _, port = args.http.rpartition(":")
+    try:
+        config = ServerConfig(host=host or "127.0.0.1", port=int(port), fps=args.fps, max_streams=args.max_streams,
+                              max_viewers=args.max_viewers, virtual_camera=args.virtual_camera).validate()
+    except ValueError as exc:
+        raise ConfigError(f"--http {args.http!r}: expected HOST:PORT, e.g. 127.0.0.1:8080 ({exc})") from exc
+    options = _engine_options(args)
+    G = _load(args.ckpt, "cpu")
+    directions = _directions_for(G, args) if args.directions else None
+    server = build_server(G, directions=directions, script=args.script, lstm=args.lstm, config=config, seed=args.seed,
+                          max_batch=args.batch, interp=args.interp, transition=args.transition,
+                          coefficient=args.coeff, truncation_psi=args.trunc, temperature=args.temperature,
+                          seconds=args.seconds, **options)
+    info = server.hub.engine.info
+    print(f"serving http://{config.host}:{config.port}/ ({info.backend} {info.precision} on {info.device}, "
+          f"{config.fps:g} fps, up to {config.max_streams} streams and {config.max_viewers} viewers)",
+          file=sys.stderr, flush=True)
+    run(server)
+    return 0

@@ -72,6 +72,37 @@ def _script(script) -> list:
     return items
 
 
+def make_planner(G, device: torch.device, settings: StreamSettings, *, directions=None, script=None, lstm=None,
+                 predict: int | None = None, latents=None, seed: int = 0, identity=None,
+                 space: str | None = None, live: bool = False) -> Planner:
+    """A planner for one stream on ``device`` (sources and ``directions`` as ``stream`` takes them). ``live``: the
+    stream goes on after its script (a server's streams), so controls always have somewhere to go."""
+    from ..pipeline.directions import Directions, load_directions
+    from ..pipeline.sequence import EmotionSampler, load_lstm
+
+    if sum(x is not None for x in (script, lstm, latents)) > 1:
+        raise ConfigError("give one source: script, lstm or latents")
+    if predict is not None and lstm is None:
+        raise ConfigError("predict needs lstm (the emotion LSTM from `stylemotion train-lstm`)")
+    endless = script is None and latents is None and (lstm is None or predict is None)
+    if directions is not None and not isinstance(directions, Directions):
+        directions = load_directions(directions, space=space, w_dim=G.w_dim)
+    items = _script(script) if script is not None else None
+    sampler = None
+    if lstm is not None:
+        model_lstm = load_lstm(lstm) if isinstance(lstm, (str, os.PathLike)) else lstm
+        sampler = EmotionSampler(model_lstm, [6], seed=seed)  # primed with neutral, as `video --predict` is
+    ws = None
+    if latents is not None:
+        ws = torch.as_tensor(np.asarray(latents, np.float32) if not torch.is_tensor(latents) else latents)
+        if ws.ndim == 2:
+            ws = ws[:, None].expand(-1, G.num_ws, -1)
+        if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim) or len(ws) == 0:
+            raise ConfigError(f"latents must be ws [N, {G.num_ws}, {G.w_dim}] with N >= 1, got {list(ws.shape)}")
+    return Planner(_Mapping(G, device), directions, settings=settings, items=items, sampler=sampler,
+                   predict=predict, latents=ws, seed=seed, identity=identity, endless=endless or live, device=device)
+
+
 def stream(model, *, directions=None, script=None, lstm=None, predict: int | None = None, latents=None,
            seed: int = 0, identity=None, fps: float = 30.0, mode: str = "offline", backend: str = "auto",
            device: str | None = None, precision: str | None = None, onnx_path: str | os.PathLike | None = None,
@@ -92,38 +123,16 @@ def stream(model, *, directions=None, script=None, lstm=None, predict: int | Non
     network makes the latents, when ``model`` is an Engine. ``as_tensor``: ``Frame.image`` stays on the device.
     ``worker``: plan and render in a worker thread (default: on CUDA, where it overlaps rendering with delivery).
     """
-    from ..pipeline.directions import Directions, load_directions
-    from ..pipeline.sequence import EmotionSampler, load_lstm
-
     config = StreamConfig(mode=mode, batch=batch, lookahead=lookahead, max_late=max_late, as_tensor=as_tensor,
                           worker=worker).validate()
     settings = StreamSettings(fps=fps, interp=interp, transition=transition, coefficient=intensity, speed=speed,
                               truncation_psi=truncation_psi, temperature=temperature, seconds=seconds).validate()
-    if sum(x is not None for x in (script, lstm, latents)) > 1:
-        raise ConfigError("give one source: script, lstm or latents")
-    if predict is not None and lstm is None:
-        raise ConfigError("predict needs lstm (the emotion LSTM from `stylemotion train-lstm`)")
-    endless = (script is None and latents is None and (lstm is None or predict is None))
+    endless = script is None and latents is None and (lstm is None or predict is None)
     if endless and mode == "offline":
         raise ConfigError("offline mode renders a finite video: give a script, lstm with predict=N, or latents "
                           "(an endless stream needs mode='realtime')")
     engine, G = open_model(model, backend=backend, device=device, precision=precision, onnx_path=onnx_path,
                            generator=generator, noise_mode=noise_mode)
-    if directions is not None and not isinstance(directions, Directions):
-        directions = load_directions(directions, space=space, w_dim=G.w_dim)
-    items = _script(script) if script is not None else None
-    sampler = None
-    if lstm is not None:
-        model_lstm = load_lstm(lstm) if isinstance(lstm, (str, os.PathLike)) else lstm
-        sampler = EmotionSampler(model_lstm, [6], seed=seed)  # primed with neutral, as `video --predict` is
-    ws = None
-    if latents is not None:
-        ws = torch.as_tensor(np.asarray(latents, np.float32) if not torch.is_tensor(latents) else latents)
-        if ws.ndim == 2:
-            ws = ws[:, None].expand(-1, G.num_ws, -1)
-        if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim) or len(ws) == 0:
-            raise ConfigError(f"latents must be ws [N, {G.num_ws}, {G.w_dim}] with N >= 1, got {list(ws.shape)}")
-    device_ = torch.device(engine.info.device)
-    planner = Planner(_Mapping(G, device_), directions, settings=settings, items=items, sampler=sampler,
-                      predict=predict, latents=ws, seed=seed, identity=identity, endless=endless, device=device_)
+    planner = make_planner(G, torch.device(engine.info.device), settings, directions=directions, script=script,
+                           lstm=lstm, predict=predict, latents=latents, seed=seed, identity=identity, space=space)
     return Streamer(engine, planner, fps=fps, config=config)

@@ -1,0 +1,108 @@
+"""How many live streams one engine sustains: streams x fps through a ``Hub`` (continuous batching), each stream
+read the way the server's publisher reads it.
+
+    python bench/serve.py --model ffhq-256 --device cpu --fps 1 --streams 1,2 --seconds 20
+    python bench/serve.py --model ffhq-1024 --device cuda --fps 30 --streams 1,4,8,16,24 --seconds 10
+
+A row is sustained when every stream delivers at least 95 % of the target fps and the p99 frame latency (engine
+start to uint8 frames on the host, per batch) is under 1/fps. Writes ``bench/results/serve-<device>-<date>-<model>``
+(.json, .md).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.run import device_name, load_model, pick_device, write_results  # noqa: E402
+from stylemotion.engines import open_engine  # noqa: E402
+from stylemotion.pipeline.directions import random_directions  # noqa: E402
+from stylemotion.runtime import StreamSettings, make_planner  # noqa: E402
+from stylemotion.runtime.hub import Hub  # noqa: E402
+
+SCRIPT = "happy:1,sad:1,surprise:1,angry:1,fear:1,neutral:1"
+
+
+def run_row(engine, G, directions, *, streams: int, fps: float, seconds: float, max_batch: int | None) -> dict:
+    hub = Hub(engine, max_batch=max_batch, max_streams=streams).start()
+    settings = StreamSettings(fps=fps)
+    device = torch.device(engine.info.device)
+    opened = [hub.open(make_planner(G, device, settings, directions=directions, script=SCRIPT, seed=i, live=True),
+                       fps) for i in range(streams)]
+    stop = threading.Event()
+
+    def publisher():  # what the server's publisher does, minus the JPEG
+        while not stop.is_set():
+            for s in opened:
+                s.latest()
+            stop.wait(0.002)
+
+    reader = threading.Thread(target=publisher, daemon=True)
+    reader.start()
+    time.sleep(seconds)
+    stop.set()
+    reader.join()
+    snaps = [s.snapshot() for s in opened]
+    hub_stats = hub.stats()
+    hub.stop()
+    fps_each = [s["fps"] for s in snaps]
+    latencies = np.concatenate([np.asarray(s.stats.latency) for s in opened]) * 1e3
+    p99 = float(np.percentile(latencies, 99)) if len(latencies) else float("nan")
+    worst = float(np.nanmin(fps_each)) if fps_each else float("nan")
+    return {"streams": streams, "fps_target": fps, "fps_min": worst, "fps_mean": float(np.nanmean(fps_each)),
+            "latency_p99_ms": p99, "dropped": int(sum(s["dropped"] for s in snaps)),
+            "mean_batch": hub_stats["mean_batch"],
+            "sustained": bool(worst >= 0.95 * fps and p99 < 1e3 / fps)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="ffhq-256")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--fps", type=float, default=1.0)
+    p.add_argument("--streams", default="1,2")
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--batch", type=int, default=None, help="largest batch of due frames")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = p.parse_args(argv)
+    device = pick_device(args.device)
+    G = load_model(args.model)
+    directions = random_directions(G.w_dim, seed=0)
+    engine = open_engine(G, backend=args.backend, device=device)
+    rows = []
+    for n in (int(v) for v in args.streams.split(",")):
+        row = run_row(engine, G, directions, streams=n, fps=args.fps, seconds=args.seconds, max_batch=args.batch)
+        rows.append(row)
+        print(f"{n} streams at {args.fps:g} fps: slowest {row['fps_min']:.2f} fps, p99 latency "
+              f"{row['latency_p99_ms']:.1f} ms, mean batch {row['mean_batch']:.2f}, dropped {row['dropped']}"
+              f" -> {'sustained' if row['sustained'] else 'NOT sustained'}", flush=True)
+    dev = device_name(device)
+    info = engine.info
+    best = max((r["streams"] for r in rows if r["sustained"]), default=0)
+    result = {"model": args.model, "device": dev, "engine": {"backend": info.backend, "precision": info.precision},
+              "rows": rows, "streams_sustained": best, "torch": torch.__version__,
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "command": "python bench/serve.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    lines = [f"# Live streams on one engine: {args.model} on {dev} ({info.backend} {info.precision})", "",
+             "| streams | target fps | slowest stream fps | p99 latency (ms) | mean batch | dropped | sustained |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['streams']} | {r['fps_target']:g} | {r['fps_min']:.2f} | {r['latency_p99_ms']:.1f} | "
+              f"{r['mean_batch']:.2f} | {r['dropped']} | {'yes' if r['sustained'] else 'no'} |" for r in rows]
+    lines += ["", f"Sustained: {best} stream(s) at {args.fps:g} fps.", "", f"`{result['command']}`"]
+    stem = f"serve-{dev.replace(' ', '_').replace('/', '_')}-{dt.date.today().isoformat()}-{args.model}"
+    write_results(Path(args.out), stem, result, lines)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

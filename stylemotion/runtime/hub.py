@@ -1,0 +1,248 @@
+"""Many live streams, one engine: continuous batching of whatever frames are due.
+
+A ``Hub`` owns an engine and a render thread. Each ``HubStream`` has its own planner (identity, script, LSTM,
+controls), its own clock and its own frame order. The render thread collects, from every stream, the frames that
+are due within the look-ahead plus the measured render time, up to the engine's batch, renders them in one call,
+and hands each stream its frames in order. A stream's frames are what it would render alone (its latents do not
+depend on the others; only the batch they ride in does). Frames that could no longer be ready in time are skipped
+and counted, per stream, so one stream falling behind never delays the others.
+
+Rendered frames wait in the stream's queue until their due time; ``HubStream.latest(now)`` returns the newest frame
+that is due (the server's publisher encodes it once for every viewer).
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import ops
+from ..errors import ConfigError
+from .plan import Planner
+from .streamer import Stats, _percentiles
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HubFrame:
+    index: int
+    due: float  # perf_counter time at which it is shown
+    image: np.ndarray  # [H, W, 3] uint8
+    emotion: str | None
+    generation: int
+
+
+class HubStream:
+    """One live stream in a hub: its planner, clock, rendered frames waiting for their time, and stats."""
+
+    def __init__(self, stream_id: str, planner: Planner, fps: float, start: float):
+        self.id, self.planner, self.fps, self.t0 = stream_id, planner, float(fps), start
+        self.lock = threading.Lock()
+        self.ready: collections.deque[HubFrame] = collections.deque()
+        self.stats = Stats()
+        self.closed = False
+        self._pending_controls: list[tuple[int, float]] = []
+        self.shown: HubFrame | None = None
+        self.on_frame = None  # optional callable(HubFrame), called in the render thread for every rendered frame
+
+    def due(self, index: int) -> float:
+        return self.t0 + index / self.fps
+
+    def control(self, **changes) -> int:
+        received = time.perf_counter()
+        generation = self.planner.control(**changes)
+        with self.lock:
+            self._pending_controls.append((generation, received))
+        return generation
+
+    def latest(self, now: float | None = None, max_late: float = 0.25) -> HubFrame | None:
+        """The newest rendered frame that is due by ``now`` (older due frames are passed over: a live stream shows
+        the present), or None when nothing new is due. Frames later than ``max_late`` past due count as dropped."""
+        now = time.perf_counter() if now is None else now
+        newest = None
+        with self.lock:
+            while self.ready and self.ready[0].due <= now:
+                frame = self.ready.popleft()
+                if newest is not None or now - frame.due > max_late:
+                    with self.stats.lock:
+                        self.stats.dropped_late += 1
+                    if now - frame.due > max_late:
+                        continue
+                newest = frame
+            if newest is None:
+                return None
+            self.shown = newest
+            reflected = [c for c in self._pending_controls if newest.generation >= c[0]]
+            for c in reflected:
+                self._pending_controls.remove(c)
+        with self.stats.lock:
+            self.stats.delivered += 1
+            self.stats.first_delivery = self.stats.first_delivery or now
+            self.stats.last_delivery = now
+            self.stats.lateness.append(max(0.0, now - newest.due))
+            self.stats.control.extend(now - c[1] for c in reflected)
+        return newest
+
+    def next_due(self) -> float | None:
+        with self.lock:
+            return self.ready[0].due if self.ready else None
+
+    def snapshot(self) -> dict:
+        s = self.stats
+        with s.lock:
+            span = (s.last_delivery - s.first_delivery) if s.delivered > 1 else 0.0
+            return {"id": self.id, "target_fps": self.fps, "frames": s.delivered,
+                    "fps": (s.delivered - 1) / span if span > 0 else float("nan"),
+                    "dropped": s.dropped_behind + s.dropped_late, "dropped_behind": s.dropped_behind,
+                    "dropped_late": s.dropped_late, "latency_ms": _percentiles(s.latency),
+                    "lateness_ms": _percentiles(s.lateness),
+                    "control_latency_ms": {**_percentiles(s.control), "count": len(s.control)},
+                    "queue": len(self.ready), "emotion": self.shown.emotion if self.shown else None,
+                    "generation": self.planner.generation}
+
+
+class Hub:
+    """One engine serving many ``HubStream``s. ``open(planner, fps)`` adds a stream, ``close(id)`` ends it."""
+
+    def __init__(self, engine, *, max_batch: int | None = None, lookahead: float = 0.25, max_streams: int = 16):
+        info = engine.info
+        self.engine = engine
+        self.max_batch = min(max_batch or (16 if info.device.startswith("cuda") else 4), info.max_batch)
+        if not (lookahead >= 0 and math.isfinite(lookahead)):
+            raise ConfigError(f"lookahead must be a finite number of seconds >= 0, got {lookahead}")
+        if max_streams < 1:
+            raise ConfigError(f"max_streams must be >= 1, got {max_streams}")
+        self.lookahead, self.max_streams = lookahead, max_streams
+        self.streams: dict[str, HubStream] = {}
+        self.lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._stop = threading.Event()
+        self._render_estimate = 0.0
+        self.batches, self.batched_frames = 0, 0
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Hub":
+        info = self.engine.info
+        ws = torch.zeros(1, info.num_ws, info.w_dim, device=info.device)
+        for _ in range(2):  # warm up and time one frame before any clock runs
+            t = time.perf_counter()
+            ops.to_uint8(self.engine.run(ws)).cpu()
+            self._render_estimate = time.perf_counter() - t
+        self._thread = threading.Thread(target=self._loop, name="stylemotion-hub", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+
+    def open(self, planner: Planner, fps: float, *, stream_id: str | None = None) -> HubStream:
+        if not (fps > 0 and math.isfinite(fps)):
+            raise ConfigError(f"fps must be a positive number, got {fps}")
+        with self.lock:
+            if len(self.streams) >= self.max_streams:
+                raise CapacityError(f"the hub serves at most {self.max_streams} streams")
+            sid = stream_id or f"s{next(self._ids)}"
+            if sid in self.streams:
+                raise ConfigError(f"stream {sid!r} exists")
+            start = time.perf_counter() + self.lookahead + self._render_estimate
+            stream = HubStream(sid, planner, fps, start)
+            self.streams[sid] = stream
+            return stream
+
+    def close(self, stream_id: str) -> None:
+        with self.lock:
+            stream = self.streams.pop(stream_id, None)
+        if stream is None:
+            raise KeyError(stream_id)
+        stream.closed = True
+
+    def stats(self) -> dict:
+        with self.lock:
+            streams = list(self.streams.values())
+        info = self.engine.info
+        return {"streams": len(streams), "batches": self.batches, "error": self.error,
+                "mean_batch": self.batched_frames / self.batches if self.batches else 0.0,
+                "render_ms": self._render_estimate * 1e3,
+                "engine": {"backend": info.backend, "precision": info.precision, "device": info.device},
+                "ops": {op: ops.implementation(op, info.device) for op in ops.OPS}}
+
+    # -- the render thread -----------------------------------------------------------------------------------
+
+    def _collect(self, now: float) -> list[tuple[HubStream, object]]:
+        """Every frame, from every stream, due within the look-ahead plus the render time: round-robin, one frame
+        per stream per pass, up to the batch size (no stream starves the others)."""
+        horizon = self.lookahead + self._render_estimate
+        with self.lock:
+            streams = list(self.streams.values())
+        picked: list[tuple[HubStream, object]] = []
+        active = list(streams)
+        while active and len(picked) < self.max_batch:
+            still = []
+            for stream in active:
+                if len(picked) >= self.max_batch:
+                    break
+                nxt = stream.planner.next_frame
+                ahead = stream.due(nxt) - now
+                if ahead > horizon:
+                    continue
+                if ahead < self._render_estimate - 1.0 / stream.fps:  # cannot be ready in time: skip ahead
+                    behind = math.ceil((now + self._render_estimate - stream.t0) * stream.fps) - nxt
+                    stream.planner.skip(behind)
+                    with stream.stats.lock:
+                        stream.stats.dropped_behind += behind
+                    nxt = stream.planner.next_frame
+                    if stream.due(nxt) - now > horizon:
+                        continue
+                planned = stream.planner.next_batch(1)
+                if planned is None:  # a finite script ended: the stream holds its last frame
+                    continue
+                picked.append((stream, planned))
+                still.append(stream)
+            active = still
+        return picked
+
+    def _loop(self) -> None:
+        try:
+            self._render_loop()
+        except BaseException as exc:  # the server reports it in /stats and the log; streams stop getting frames
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("the hub's render loop stopped")
+
+    def _render_loop(self) -> None:
+        while not self._stop.is_set():
+            picked = self._collect(time.perf_counter())
+            if not picked:
+                self._stop.wait(0.005)
+                continue
+            t = time.perf_counter()
+            ws = torch.cat([p.ws for _, p in picked])
+            with torch.inference_mode():
+                frames = ops.to_uint8(self.engine.run(ws)).cpu().numpy()
+            seconds = time.perf_counter() - t
+            self._render_estimate = 0.7 * self._render_estimate + 0.3 * seconds
+            self.batches += 1
+            self.batched_frames += len(picked)
+            for (stream, planned), image in zip(picked, frames):
+                frame = HubFrame(planned.first, stream.due(planned.first), image, planned.emotions[0],
+                                 planned.generation)
+                with stream.lock:
+                    stream.ready.append(frame)
+                if stream.on_frame is not None:
+                    stream.on_frame(frame)
+                with stream.stats.lock:
+                    stream.stats.latency.append(seconds)
+
+
+class CapacityError(ConfigError):
+    """The hub (or the server) is at its cap of streams or viewers."""

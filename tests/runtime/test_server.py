@@ -1,0 +1,296 @@
+"""The live server over one engine: validation, viewers that cannot hurt the stream, independent streams, the
+page in a real browser, and a bounded soak."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aiohttp")
+
+from stylemotion.pipeline.directions import random_directions  # noqa: E402
+from stylemotion.runtime import stream  # noqa: E402
+from stylemotion.runtime.server import ServerConfig, build_server  # noqa: E402
+
+from ..helpers import make_generator  # noqa: E402
+
+FPS = 12.0
+
+
+@pytest.fixture(scope="module")
+def G():
+    return make_generator(img_resolution=32, channel_base=512, channel_max=32, z_dim=32, w_dim=32)
+
+
+@pytest.fixture(scope="module")
+def dirs(G):
+    return random_directions(G.w_dim, seed=1)
+
+
+@contextlib.contextmanager
+def running(server):
+    """The server's app on a free loopback port, in a thread with its own event loop."""
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(server.app())
+    ready: list = []
+
+    def main():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        ready.append(runner.addresses[0][1])
+        loop.run_forever()
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not ready:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield ready[0]
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+
+def request(port, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def stats(port, path="/stats"):
+    return json.loads(request(port, "GET", path)[2])
+
+
+def make_server(G, dirs, **kw):
+    config = ServerConfig(port=0, fps=FPS, max_streams=kw.pop("max_streams", 6), max_viewers=kw.pop("max_viewers", 40))
+    return build_server(G, directions=dirs, config=config, backend="torch", **kw)
+
+
+def read_parts(port, path, *, seconds: float, pause: float = 0.0) -> int:
+    """Read an MJPEG stream for ``seconds``, sleeping ``pause`` after each part; returns the parts read."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    assert resp.status == 200 and "multipart/x-mixed-replace" in resp.getheader("Content-Type")
+    assert resp.getheader("X-Accel-Buffering") == "no"
+    parts, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        line = resp.fp.readline()
+        if line.lower().startswith(b"content-length:"):
+            resp.fp.read(int(line.split(b":")[1]) + 2)
+            parts += 1
+            if pause:
+                time.sleep(pause)
+    conn.close()
+    return parts
+
+
+def test_bad_requests_change_nothing_and_say_why(G, dirs):
+    with running(make_server(G, dirs, script="happy:1,sad:1")) as port:
+        before = stats(port)["generation"]
+        cases = [(b"{not json", 400, "not JSON"), (b"[1, 2]", 400, "JSON object"),
+                 (b'{"emotion": "hungry"}', 400, "hungry"), (b'{"intensity": 1e999}', 400, "intensity"),
+                 (b'{"speed": -1}', 400, "speed must be"), (b'{"mood": "sad"}', 400, "unknown fields"),
+                 (b'{"seed": "x"}', 400, "seed must be"), (b'{"pause": 1}', 400, "pause must be"),
+                 (b'{"follow_lstm": true}', 400, "--lstm"), (b"{}", 400, "JSON object")]
+        for body, code, reason in cases:
+            status, _, text = request(port, "POST", "/control", body)
+            assert status == code and reason in text.decode(), (body, status, text)
+        status, _, _ = request(port, "POST", "/control", b'{"emotion": "sad"' + b" " * (70 * 1024) + b"}")
+        assert status == 413
+        assert request(port, "GET", "/streams/nope/stats")[0] == 404
+        assert request(port, "POST", "/streams", b'{"seed": -4}')[0] == 400
+        assert request(port, "DELETE", "/streams/default")[0] == 400
+        assert stats(port)["generation"] == before  # nothing above changed the stream
+        status, _, text = request(port, "POST", "/control", b'{"emotion": "sad", "intensity": 4}')
+        assert status == 200 and json.loads(text)["applied"] == {"emotion": "sad", "intensity": 4.0}
+
+
+def test_a_slow_viewer_does_not_hold_back_a_fast_one_and_viewers_leave(G, dirs):
+    with running(make_server(G, dirs, script="happy:1,sad:1,surprise:1")) as port:
+        time.sleep(0.5)
+        slow = threading.Thread(target=read_parts, args=(port, "/stream.mjpg"), kwargs=dict(seconds=4, pause=1.0))
+        slow.start()
+        fast = read_parts(port, "/stream.mjpg", seconds=4)
+        slow.join()
+        assert fast >= 0.9 * FPS * 4, fast
+        socks = []
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+            socks.append(s)
+        deadline = time.monotonic() + 10
+        while stats(port)["viewers"] < 20:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for s in socks:
+            s.close()
+        dropped = time.monotonic()
+        while stats(port)["viewers"] > 0:
+            assert time.monotonic() - dropped < 2.0, stats(port)["viewers"]
+            time.sleep(0.05)
+
+
+def test_streams_share_the_engine_and_render_what_they_render_alone(G, dirs):
+    server = make_server(G, dirs)
+    scripts = {1: "happy:1,sad:0.5", 2: "surprise:0.7,angry:0.8", 3: "fear:1.5", 4: "disgust:0.5,happy:1"}
+    frames: dict[int, dict[int, np.ndarray]] = {seed: {} for seed in scripts}
+    with running(server) as port:
+        ids = {}
+        for seed, script in scripts.items():
+            status, _, text = request(port, "POST", "/streams", json.dumps({"seed": seed, "script": script}).encode())
+            assert status == 201
+            ids[seed] = json.loads(text)["id"]
+            hub_stream = server.hub.streams[ids[seed]]
+            hub_stream.on_frame = lambda f, seed=seed: frames[seed].__setitem__(f.index, f.image)
+        time.sleep(2.5)
+        assert server.hub.stats()["mean_batch"] > 1  # frames of several streams rode in one engine call
+        for seed in scripts:
+            assert request(port, "DELETE", f"/streams/{ids[seed]}")[0] == 200
+    for seed, script in scripts.items():
+        alone = [f.image for f in stream(G, directions=dirs, script=script, seed=seed, fps=FPS, backend="torch")]
+        got = {i: img for i, img in frames[seed].items() if i < len(alone)}
+        assert len(got) >= 0.8 * len(alone), (seed, len(got))
+        worst = max(np.abs(img.astype(int) - alone[i].astype(int)).max() for i, img in got.items())
+        assert worst <= 1, (seed, worst)  # the batch a frame rides in changes nothing but rounding
+
+
+def test_caps_answer_503_with_retry_after(G, dirs):
+    with running(make_server(G, dirs, max_streams=2, max_viewers=1)) as port:
+        assert request(port, "POST", "/streams", b"{}")[0] == 201
+        status, headers, _ = request(port, "POST", "/streams", b"{}")
+        assert status == 503 and "Retry-After" in headers
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/stream.mjpg")
+        assert conn.getresponse().status == 200
+        status, headers, _ = request(port, "GET", "/stream.mjpg")
+        assert status == 503 and "Retry-After" in headers
+        conn.close()
+
+
+@pytest.mark.slow
+def test_the_page_in_a_real_browser(G, dirs):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver_bin is None:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    with running(make_server(G, dirs)) as port:
+        browser = webdriver.Chrome(service=Service(driver_bin), options=options)
+        try:
+            browser.get(f"http://127.0.0.1:{port}/")
+            wait = WebDriverWait(browser, 30)
+            wait.until(lambda b: b.execute_script("const i = document.getElementById('face');"
+                                                  "return i.complete && i.naturalWidth > 0;"))
+            grab = ("const i = document.getElementById('face'), c = document.createElement('canvas');"
+                    "c.width = i.naturalWidth; c.height = i.naturalHeight; const x = c.getContext('2d');"
+                    "x.drawImage(i, 0, 0); return Array.from(x.getImageData(0, 0, c.width, c.height).data)"
+                    ".reduce((a, v) => (a * 31 + v) % 1000000007, 7);")
+            first = browser.execute_script(grab)
+            browser.find_element("id", "emotion-sad").click()
+            wait.until(lambda b: stats(port)["emotion"] == "sad")
+            wait.until(lambda b: b.execute_script(grab) != first)  # the stream image updates on the page
+            wait.until(lambda b: "sad" in b.find_element("id", "stats").text)  # and the page shows the stats
+            assert stats(port)["control_latency_ms"]["count"] >= 1
+        finally:
+            browser.quit()
+
+
+def rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS")).split()[1])
+
+
+@pytest.mark.slow
+def test_bounded_soak_with_slow_and_vanishing_viewers_and_bad_requests(G, dirs):
+    seconds = float(os.environ.get("STYLEMOTION_SOAK_SECONDS", "60"))
+    with running(make_server(G, dirs)) as port:
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def viewers():
+            while not stop.is_set():
+                try:
+                    s = socket.create_connection(("127.0.0.1", port))
+                    s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+                    s.recv(2000)
+                    time.sleep(0.3)  # slow, then gone without a word
+                    s.close()
+                except OSError as exc:
+                    errors.append(exc)
+
+        def abuse():
+            bodies = [b"{", b'{"emotion": "nope"}', b'{"speed": 0}', b"x" * (80 * 1024), b'{"emotion": "sad"}',
+                      b'{"emotion": "happy", "intensity": 2}']
+            i = 0
+            while not stop.is_set():
+                status = request(port, "POST", "/control", bodies[i % len(bodies)])[0]
+                if status >= 500:
+                    errors.append(AssertionError(f"status {status}"))
+                i += 1
+                time.sleep(0.02)
+
+        def reader():
+            while not stop.is_set():
+                read_parts(port, "/stream.mjpg", seconds=2, pause=0.5)
+
+        def measure():
+            return (rss_kb(), len(os.listdir("/proc/self/fd")), threading.active_count())
+
+        workers = [threading.Thread(target=f, daemon=True) for f in (viewers, viewers, abuse, reader)]
+        for w in workers:
+            w.start()
+        time.sleep(min(10.0, seconds / 4))  # warm: buffers, executors and caches settle
+        start = measure()
+        time.sleep(seconds)
+        end = measure()
+        s = stats(port)
+        stop.set()
+        for w in workers:
+            w.join(timeout=10)
+        assert not errors, errors[:3]
+        assert end[0] - start[0] < 60_000, (start, end)  # RSS (KiB)
+        assert end[1] - start[1] <= 6, (start, end)  # open file descriptors
+        assert end[2] - start[2] <= 2, (start, end)  # threads
+        assert s["queue"] <= 8 and s["hub"]["error"] is None, s
+        assert s["fps"] > 0.5 * FPS, s
+
+
+def test_virtual_camera_says_what_is_missing(monkeypatch):
+    import importlib.util
+
+    from stylemotion.errors import ConfigError, MissingDependencyError
+    from stylemotion.runtime.server import open_virtual_camera
+
+    if importlib.util.find_spec("pyvirtualcam") is None:
+        with pytest.raises(MissingDependencyError, match=r"stylemotion\[camera\]"):
+            open_virtual_camera(32, 12)
+    else:  # installed: without a v4l2loopback device the error says how to get one
+        with pytest.raises(ConfigError, match="v4l2loopback"):
+            open_virtual_camera(32, 12)
