@@ -36,12 +36,18 @@ Prepared prepare_lerp(const at::Tensor& keyframes, const at::Tensor& index, cons
   p.index = index.contiguous();
   p.t = t.to(at::kFloat).contiguous();
   const int64_t k = keyframes.size(0), s = keyframes.numel() / k;
+  // The range of index is checked on the CPU; on CUDA it is the caller's contract (reading it back would
+  // synchronise the device every batch): the runtime's planner makes it in range by construction.
   if (index.numel() > 0 && index.device().is_cpu()) {
     const int64_t lo = p.index.min().item<int64_t>(), hi = p.index.max().item<int64_t>();
     TORCH_CHECK(lo >= 0 && hi + 1 < k, "index must lie in [0, K - 2] = [0, ", k - 2, "], got [", lo, ", ", hi, "]");
   }
   p.args = sm::LerpArgs{p.keyframes.data_ptr<float>(), p.index.data_ptr<int64_t>(), p.t.data_ptr<float>(),
                         nullptr, nullptr, nullptr, float(psi), index.size(0), s, k, 1};
+  for (const auto* opt : {&tangents, &span, &w_avg}) {
+    TORCH_CHECK(!opt->has_value() || (*opt)->device() == keyframes.device(),
+                "tangents, span and w_avg must be on the keyframes' device ", keyframes.device());
+  }
   if (tangents.has_value()) {
     TORCH_CHECK(tangents->sizes() == keyframes.sizes(), "tangents must have the keyframes' shape ",
                 keyframes.sizes(), ", got ", tangents->sizes());
@@ -116,6 +122,8 @@ void check_acd(const at::Tensor& frames, const c10::optional<at::Tensor>& previo
   TORCH_CHECK(frames.scalar_type() == at::kFloat || frames.scalar_type() == at::kByte,
               "frames must be float32 or uint8, got ", frames.scalar_type());
   if (previous.has_value()) {
+    TORCH_CHECK(previous->device() == frames.device(), "previous must be on the frames' device ", frames.device(),
+                ", got ", previous->device());
     TORCH_CHECK(previous->scalar_type() == frames.scalar_type(), "previous must have the frames' dtype ",
                 frames.scalar_type(), ", got ", previous->scalar_type());
     TORCH_CHECK(previous->numel() * std::max<int64_t>(frames.size(0), 1) == frames.numel() || frames.size(0) == 0,

@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--temperature", type=float, default=0.8)
     st.add_argument("--seed", type=int, default=0, help="identity seed (and LSTM sampling seed)")
     st.add_argument("--fps", type=float, default=30.0)
-    st.add_argument("--mode", choices=["realtime", "offline"], default="realtime")
+    st.add_argument("--mode", choices=["realtime", "offline"], default=None,
+                    help="default: offline with --out/--png (a file gets every frame), realtime otherwise")
     st.add_argument("--interp", choices=["linear", "slerp", "smooth"], default="smooth")
     st.add_argument("--transition", type=float, default=0.5, help="seconds of each transition (default 0.5)")
     st.add_argument("--coeff", type=float, default=3.0, help="intensity: coefficient along each direction")

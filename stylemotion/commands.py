@@ -477,6 +477,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if args.duration is not None and not args.duration > 0:
         raise ConfigError(f"--duration must be positive seconds, got {args.duration}")
     options = _engine_options(args)
+    if args.mode is None:  # a file records every frame; a live output is paced
+        args.mode = "offline" if (args.out or args.png) else "realtime"
     G = _load(args.ckpt, "cpu")
     directions = _directions_for(G, args) if args.directions else None
     source: dict = {}

@@ -59,7 +59,8 @@ def _choose(op: str, impl: str, device: torch.device, suits: bool) -> str:
         raise ConfigError(f"{op}(impl={impl!r}): the {kind} kernels are not available: "
                           f"{st['why'].get(kind, 'not built')}")
     if not suits:
-        raise ConfigError(f"{op}(impl={impl!r}): the kernel takes float32 or float16 tensors (see stylemotion.ops)")
+        raise ConfigError(f"{op}(impl={impl!r}): the kernel does not take these dtypes (float32/float16 values, "
+                          "int64 index; see stylemotion.ops)")
     return kind
 
 
@@ -87,11 +88,12 @@ def fused_lerp(keyframes: torch.Tensor, index: torch.Tensor, t: torch.Tensor, *,
         raise ConfigError("fused_lerp: tangents need span (the transition length of each frame)")
     if (w_avg is None) != (psi is None):
         raise ConfigError("fused_lerp: truncation needs both w_avg and psi")
-    suits = keyframes.dtype in (torch.float32, torch.float16) and out_dtype in (None, torch.float32, torch.float16)
+    suits = (keyframes.dtype in (torch.float32, torch.float16) and out_dtype in (None, torch.float32, torch.float16)
+             and index.dtype == torch.int64)
     which = _choose("fused_lerp", impl, keyframes.device, suits)
-    if which != "reference":
+    if which != "reference":  # the kernel computes in float32 and writes the reference's dtype
         return torch.ops.stylemotion.fused_lerp(keyframes, index, t, tangents, span, w_avg,
-                                                float(psi if psi is not None else 1.0), out_dtype)
+                                                float(psi if psi is not None else 1.0), out_dtype or keyframes.dtype)
     a, b = keyframes[index], keyframes[index + 1]
     t = t.to(keyframes.dtype).reshape((-1,) + (1,) * (a.ndim - 1))
     if tangents is None:
@@ -129,7 +131,7 @@ def acd(frames: torch.Tensor, *, previous: torch.Tensor | None = None, impl: str
     which = _choose("acd", impl, frames.device, suits)
     if which != "reference":
         return torch.ops.stylemotion.acd(frames, previous)
-    seq = frames.reshape(frames.shape[0], -1).double()
+    seq = frames.reshape(frames.shape[0], -1 if frames.shape[0] else 0).double()
     if previous is not None:
         seq = torch.cat([previous.reshape(1, -1).double(), seq])
     return (seq[1:] - seq[:-1]).norm(dim=1)

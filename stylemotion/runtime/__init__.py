@@ -131,6 +131,17 @@ def stream(model, *, directions=None, script=None, lstm=None, predict: int | Non
     if endless and mode == "offline":
         raise ConfigError("offline mode renders a finite video: give a script, lstm with predict=N, or latents "
                           "(an endless stream needs mode='realtime')")
+    # Everything about the stream is checked on the CPU first (script, directions, identity, latents), before an
+    # engine is built: a typo must not cost a TensorRT build.
+    from ..checkpoints import load_generator
+    from ..engines.base import Engine
+
+    if isinstance(model, (str, os.PathLike)):
+        model = load_generator(model)
+    G = generator if isinstance(model, Engine) and generator is not None else model
+    if not isinstance(model, Engine):
+        make_planner(G, torch.device("cpu"), settings, directions=directions, script=script, lstm=lstm,
+                     predict=predict, latents=latents, seed=seed, identity=identity, space=space)
     engine, G = open_model(model, backend=backend, device=device, precision=precision, onnx_path=onnx_path,
                            generator=generator, noise_mode=noise_mode)
     planner = make_planner(G, torch.device(engine.info.device), settings, directions=directions, script=script,

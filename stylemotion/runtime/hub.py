@@ -197,10 +197,10 @@ class Hub:
                 if ahead > horizon:
                     continue
                 if ahead < self._render_estimate - 1.0 / stream.fps:  # cannot be ready in time: skip ahead
-                    behind = math.ceil((now + self._render_estimate - stream.t0) * stream.fps) - nxt
-                    stream.planner.skip(behind)
+                    skipped = stream.planner.skip(math.ceil((now + self._render_estimate - stream.t0) * stream.fps)
+                                                  - nxt)
                     with stream.stats.lock:
-                        stream.stats.dropped_behind += behind
+                        stream.stats.dropped_behind += skipped
                     nxt = stream.planner.next_frame
                     if stream.due(nxt) - now > horizon:
                         continue

@@ -198,7 +198,7 @@ class Planner:
         items = self._resolve(items)
         open_ended = bool(items) and math.isinf(items[-1].seconds)
         if open_ended:
-            items = items[:-1] + [replace(items[-1], seconds=max(s.transition * s.speed, 1 / s.fps))]
+            items = items[:-1] + [replace(items[-1], seconds=max(s.transition, 1 / s.fps) * s.speed)]
         targets = self._targets(items)
         if continues:
             first = self._last[-1:]
@@ -206,10 +206,11 @@ class Planner:
         else:
             first, velocity = self.identity, None
         keys = torch.cat([first, targets])
-        # What is left of an item after a live change may be under a frame at a new speed: keep one frame.
         durations = [i.seconds / s.speed for i in items]
         if continues:
-            durations = [max(d, 1 / s.fps) for d in durations]
+            # What is left of an item after a live change may be under a frame at a new speed: re-planned items
+            # are whole frames, at least one each (cumulative rounding of fractional ones could give zero).
+            durations = [max(1, round(d * s.fps)) / s.fps for d in durations]
         segments = build_segments(durations, s.fps, s.transition)
         schedule = Schedule(keys, segments, s.interp, continues=continues, start_velocity=velocity)
         return _Plan(schedule, start, list(items), s.speed, open_ended=open_ended)
@@ -264,29 +265,43 @@ class Planner:
                 check_directions(self.G, self.directions, [emotion])
             if changes.get("follow_lstm") and self.sampler is None:
                 raise ConfigError("follow_lstm needs a stream started with an LSTM")
-            remainder = self._remainder()
-            self.settings = settings
-            if changes.get("seed") is not None or changes.get("identity") is not None:
-                self._set_identity(seed=changes.get("seed"), identity=changes.get("identity"))
-            if emotion is not None and self.endless:  # a live stream: go there and hold until told otherwise
-                remainder, self.follow_lstm = [ScriptItem(emotion, math.inf)], False
-            elif emotion is not None and remainder:  # a finite video: the current item changes, the rest stays
-                remainder[0] = replace(remainder[0], emotion=emotion)
-            elif changes.get("follow_lstm"):
-                remainder, self.follow_lstm = [], True
-            if "coefficient" in new:
-                remainder = [replace(i, coefficient=settings.coefficient) for i in remainder]
-            self.generation += 1
-            pause = changes.get("pause")
-            if pause:
-                self._held, self.paused = remainder, True
-                return self.generation
-            self.paused = False if pause is not None else self.paused
-            if self.paused:
-                self._held = remainder
-                return self.generation
-            self._replan(remainder)
+            # All or nothing: a change that fails (a bad seed, a plan that cannot be made) leaves the stream as it was.
+            saved = (self.settings, self.identity, self.follow_lstm, self.plan, self.paused, list(self._held),
+                     self.generation, self.predict_left)
+            try:
+                return self._apply(changes, settings, new, emotion)
+            except BaseException:
+                (self.settings, self.identity, self.follow_lstm, self.plan, self.paused, self._held,
+                 self.generation, self.predict_left) = saved
+                raise
+
+    def _apply(self, changes: dict, settings: StreamSettings, new: dict, emotion: str | None) -> int:
+        """``control``'s changes, checked already; called with the lock held."""
+        remainder = self._remainder()
+        self.settings = settings
+        if changes.get("seed") is not None or changes.get("identity") is not None:
+            self._set_identity(seed=changes.get("seed"), identity=changes.get("identity"))
+        if emotion is not None and self.endless:  # a live stream: go there and hold until told otherwise
+            remainder, self.follow_lstm = [ScriptItem(emotion, math.inf)], False
+        elif emotion is not None and remainder:  # a finite video: the current item changes, the rest stays
+            remainder[0] = replace(remainder[0], emotion=emotion)
+        elif changes.get("follow_lstm"):
+            self.follow_lstm = True
+            if self.endless:  # a live stream drops what it was doing; a finite one follows after its script
+                remainder = []
+        if "coefficient" in new:
+            remainder = [replace(i, coefficient=settings.coefficient) for i in remainder]
+        self.generation += 1
+        pause = changes.get("pause")
+        if pause:
+            self._held, self.paused = remainder, True
             return self.generation
+        self.paused = False if pause is not None else self.paused
+        if self.paused:
+            self._held = remainder
+            return self.generation
+        self._replan(remainder)
+        return self.generation
 
     def _replan(self, remainder: list[ScriptItem]) -> None:
         """Plan ``remainder`` from the last planned latent; with nothing ahead, an endless stream glides back to
@@ -312,18 +327,32 @@ class Planner:
             return None
         return self.plan.end
 
-    def skip(self, frames: int) -> None:
-        """Realtime mode fell behind: the next ``frames`` frames are not rendered (the path does not wait)."""
+    def skip(self, frames: int) -> int:
+        """Realtime mode fell behind: the next ``frames`` frames are not rendered (the path does not wait).
+        Returns how many were skipped (fewer at the end of a finite source)."""
         with self.lock:
-            target = self.next_frame + frames
+            start = self.next_frame
+            target = start + frames
             while self.next_frame < target:
                 if self._next_locked(min(256, target - self.next_frame), need_ws=False) is None:
-                    return
+                    break
+            return self.next_frame - start
 
     def next_batch(self, size: int) -> PlannedBatch | None:
-        """The next up to ``size`` frames, or None when a finite source is done."""
+        """The next ``size`` frames (fewer only at the end of a finite source), or None when it is done. A batch
+        runs on across plan boundaries (a control, the next LSTM chunk), so engines see one batch size."""
         with self.lock:
-            return self._next_locked(size)
+            parts = []
+            while sum(len(p) for p in parts) < size:
+                part = self._next_locked(size - sum(len(p) for p in parts))
+                if part is None:
+                    break
+                parts.append(part)
+            if len(parts) <= 1:
+                return parts[0] if parts else None
+            return PlannedBatch(parts[0].first, torch.cat([p.ws for p in parts]),
+                                torch.cat([p.latents for p in parts]), [e for p in parts for e in p.emotions],
+                                parts[-1].generation)
 
     def _next_locked(self, size: int, *, need_ws: bool = True) -> PlannedBatch | None:
         first = self.next_frame

@@ -8,7 +8,8 @@
    planning and rendering and hands batches to delivery through a bounded queue; the copy to pinned host memory
    runs on its own stream after an event, so rendering batch k+1 overlaps copying batch k, and delivery waits on
    that batch's event only (no device-wide synchronisation). On the CPU the caller's thread plans and renders
-   between deliveries (see ``Streamer.__init__`` for why).
+   between deliveries (see ``Streamer.__init__`` for why); there each render must fit in a frame's interval in
+   realtime mode, and the look-ahead only adds a fixed latency (it lets the worker thread render ahead on CUDA).
 3. **deliver** (the caller's thread, iterating): frames leave in order. In realtime mode each frame waits for its
    due time (``index / fps`` after the start); a frame later than ``max_late`` is dropped and counted, so
    latency cannot grow.
@@ -115,6 +116,7 @@ class Stats:
         self.lateness = collections.deque(maxlen=window)  # delivered - due (s), realtime
         self.control = collections.deque(maxlen=window)  # control received -> first frame reflecting it (s)
         self.first_delivery: float | None = None
+        self.first_count = 0  # frames delivered at first_delivery (a whole batch arrives at once)
         self.last_delivery: float | None = None
 
 
@@ -144,7 +146,7 @@ class Streamer:
         elif self.config.mode == "realtime":
             batch = 1
         else:
-            batch = 8 if self.cuda else 1
+            batch = min(8 if self.cuda else 1, info.max_batch)
         if not info.min_batch <= batch <= info.max_batch:
             raise ConfigError(f"batch {batch} is outside the engine's range {info.min_batch}..{info.max_batch}")
         self.batch = batch
@@ -165,6 +167,7 @@ class Streamer:
         # to 3x slower than from the first (elementwise ops, 2 cores): there the caller's thread plans and
         # renders itself, between deliveries.
         self._threaded = self.cuda if self.config.worker is None else self.config.worker
+        self._copy_stream = torch.cuda.Stream(self.device) if self.cuda else None
         self._host_ring: list[torch.Tensor] = []
         self._ring_at = 0
 
@@ -242,10 +245,9 @@ class Streamer:
                 self._stop.wait(min(ahead - self.config.lookahead - render, 0.05))
                 return None
             if ahead < render - 1.0 / self.fps:  # it cannot be ready in time: skip to one that can
-                behind = math.ceil((now + render - self._t0) * self.fps) - nxt
-                self.planner.skip(behind)
+                skipped = self.planner.skip(math.ceil((now + render - self._t0) * self.fps) - nxt)
                 with self._stats.lock:
-                    self._stats.dropped_behind += behind
+                    self._stats.dropped_behind += skipped
                 return None
         planned = self.planner.next_batch(self.batch)
         return _END if planned is None else planned
@@ -261,7 +263,7 @@ class Streamer:
         self._ring_at += 1
         return buf[:len(like)]
 
-    def _render(self, planned: PlannedBatch, copy_stream) -> _Rendered:
+    def _render(self, planned: PlannedBatch) -> _Rendered:
         """Engine -> uint8 on the device -> host. On CUDA the copy runs on ``copy_stream`` after an event, so the
         next batch renders while this one is copied; the returned event says when the copy is done."""
         if self.cuda:
@@ -273,6 +275,7 @@ class Streamer:
             frames = ops.to_uint8(self.engine.run(planned.ws))
         copied = None
         if self.cuda and not self.config.as_tensor:
+            copy_stream = self._copy_stream
             done = torch.cuda.Event()
             done.record()
             copy_stream.wait_event(done)
@@ -296,19 +299,25 @@ class Streamer:
         thread of its own measured worse on the CPU (its OpenMP team competed with the engine's for the cores:
         the offline stream ran at half the engine's rate on 2 cores).
         """
-        copy_stream = torch.cuda.Stream(self.device) if self.cuda else None
         try:
-            while not self._stop.is_set():
-                planned = self._plan()
-                if planned is None:
-                    continue
-                if planned is _END:
-                    self._put(self._rendered, _END)
-                    return
-                if not self._put(self._rendered, self._render(planned, copy_stream)):
-                    return
+            with self._on_device():
+                while not self._stop.is_set():
+                    planned = self._plan()
+                    if planned is None:
+                        continue
+                    if planned is _END:
+                        self._put(self._rendered, _END)
+                        return
+                    if not self._put(self._rendered, self._render(planned)):
+                        return
         except BaseException as exc:  # handed to the consumer, which re-raises it
             self._put(self._rendered, _Failure(exc))
+
+    def _on_device(self):
+        """The engine's CUDA device as the current one (events and streams are made on the current device)."""
+        import contextlib
+
+        return torch.cuda.device(self.device) if self.cuda else contextlib.nullcontext()
 
     # -- delivery --------------------------------------------------------------------------------------------
 
@@ -321,7 +330,11 @@ class Streamer:
             item = None
             while item is None and not (self._stop.is_set() or self._finishing.is_set()):
                 item = self._plan()
-            item = _END if item is None or item is _END else self._render(item, None)
+            if item is None or item is _END:
+                item = _END
+            else:
+                with self._on_device():
+                    item = self._render(item)
         if item is _END:
             return None
         if isinstance(item, _Failure):
@@ -344,7 +357,7 @@ class Streamer:
         stats = self._stats
         with stats.lock:
             if stats.first_delivery is None:
-                stats.first_delivery = now
+                stats.first_delivery, stats.first_count = now, count
             stats.last_delivery = now
             stats.delivered += count
             stats.latency.append(item.seconds)
@@ -446,8 +459,8 @@ class Streamer:
         frames, queue depths, and what ran (engine, ops)."""
         s = self._stats
         with s.lock:
-            span = (s.last_delivery - s.first_delivery) if s.delivered > 1 else 0.0
-            fps = (s.delivered - 1) / span if span > 0 else float("nan")
+            span = (s.last_delivery - s.first_delivery) if s.delivered > s.first_count else 0.0
+            fps = (s.delivered - s.first_count) / span if span > 0 else float("nan")
             info = self.engine.info
             return {
                 "mode": self.config.mode, "target_fps": self.fps, "batch": self.batch,

@@ -298,7 +298,8 @@ def test_a_signal_stops_a_live_stream_within_a_second_and_finishes_its_file(ckpt
 
     out = tmp_path / "live.mp4"
     proc = subprocess.Popen([sys.executable, "-m", "stylemotion", "stream", str(ckpt), "--directions", "random",
-                             "--fps", "12", "--out", str(out)], stderr=subprocess.PIPE, text=True)
+                             "--fps", "12", "--mode", "realtime", "--out", str(out)],
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not any(tmp_path.glob(".live*partial.mp4")):  # frames are being written
         assert proc.poll() is None, proc.communicate()[1]
