@@ -191,7 +191,7 @@ class Planner:
             self.predict_left -= n
         return self._resolve([ScriptItem(EMOTIONS[i], self.settings.seconds) for i in ids])
 
-    def _make_plan(self, items: list[ScriptItem], *, start: int, continues: bool) -> _Plan:
+    def _make_plan(self, items: list[ScriptItem], *, start: int, continues: bool, live: bool = False) -> _Plan:
         """A schedule from the identity (start) or from the last planned latent (continues) through ``items``.
         An item of infinite seconds is the last: its transition is planned, then the stream holds on it."""
         s = self.settings
@@ -207,7 +207,7 @@ class Planner:
             first, velocity = self.identity, None
         keys = torch.cat([first, targets])
         durations = [i.seconds / s.speed for i in items]
-        if continues:
+        if live:
             # What is left of an item after a live change may be under a frame at a new speed: re-planned items
             # are whole frames, at least one each (cumulative rounding of fractional ones could give zero).
             durations = [max(1, round(d * s.fps)) / s.fps for d in durations]
@@ -313,7 +313,7 @@ class Planner:
         if not remainder:
             self.plan = None
             return
-        self.plan = self._make_plan(remainder, start=self.next_frame, continues=self._last is not None)
+        self.plan = self._make_plan(remainder, start=self.next_frame, continues=self._last is not None, live=True)
 
     # -- batches ---------------------------------------------------------------------------------------------
 
