@@ -29,14 +29,21 @@ from stylemotion.pipeline.directions import random_directions  # noqa: E402
 from stylemotion.runtime import StreamSettings, make_planner  # noqa: E402
 from stylemotion.runtime.hub import Hub  # noqa: E402
 
-SCRIPT = "happy:1,sad:1,surprise:1,angry:1,fear:1,neutral:1"
+EMOTIONS = ("happy", "sad", "surprise", "angry", "fear", "neutral")
+
+
+def script_for(fps: float) -> str:
+    """Six emotions of at least 1 s and 2 frames each."""
+    per = max(1.0, 2.0 / fps)
+    return ",".join(f"{e}:{per:g}" for e in EMOTIONS)
 
 
 def run_row(engine, G, directions, *, streams: int, fps: float, seconds: float, max_batch: int | None) -> dict:
     hub = Hub(engine, max_batch=max_batch, max_streams=streams).start()
     settings = StreamSettings(fps=fps)
     device = torch.device(engine.info.device)
-    opened = [hub.open(make_planner(G, device, settings, directions=directions, script=SCRIPT, seed=i, live=True),
+    opened = [hub.open(make_planner(G, device, settings, directions=directions, script=script_for(fps), seed=i,
+                                    live=True),
                        fps) for i in range(streams)]
     stop = threading.Event()
 
@@ -44,7 +51,7 @@ def run_row(engine, G, directions, *, streams: int, fps: float, seconds: float, 
         while not stop.is_set():
             for s in opened:
                 s.latest()
-            stop.wait(0.002)
+            stop.wait(min(s.wait_hint() for s in opened))
 
     reader = threading.Thread(target=publisher, daemon=True)
     reader.start()
@@ -54,7 +61,7 @@ def run_row(engine, G, directions, *, streams: int, fps: float, seconds: float, 
     snaps = [s.snapshot() for s in opened]
     hub_stats = hub.stats()
     hub.stop()
-    fps_each = [s["fps"] for s in snaps]
+    fps_each = [s["fps"] if s["fps"] == s["fps"] else 0.0 for s in snaps]  # no frame delivered: 0 fps
     latencies = np.concatenate([np.asarray(s.stats.latency) for s in opened]) * 1e3
     p99 = float(np.percentile(latencies, 99)) if len(latencies) else float("nan")
     worst = float(np.nanmin(fps_each)) if fps_each else float("nan")

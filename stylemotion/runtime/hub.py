@@ -95,6 +95,16 @@ class HubStream:
         with self.lock:
             return self.ready[0].due if self.ready else None
 
+    def wait_hint(self) -> float:
+        """How long a reader may sleep before asking ``latest`` again: until the next rendered frame is due, or half
+        a frame's interval when none is rendered yet. Readers must not spin: every wake-up takes the GIL from the
+        render thread between its operators (polling every 2 ms measured 2.5x slower frames on 2 CPU cores)."""
+        nxt = self.next_due()
+        half = 0.5 / self.fps
+        if nxt is None:
+            return half
+        return min(max(nxt - time.perf_counter(), 0.0), half)
+
     def snapshot(self) -> dict:
         s = self.stats
         with s.lock:
@@ -143,8 +153,8 @@ class Hub:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
+        if self._thread is not None:  # waits for the batch in the engine (a thread killed inside it aborts Python)
+            self._thread.join(timeout=60.0)
 
     def open(self, planner: Planner, fps: float, *, stream_id: str | None = None) -> HubStream:
         if not (fps > 0 and math.isfinite(fps)):

@@ -151,9 +151,7 @@ class Server:
         while not stream.closed:
             frame = stream.latest(max_late=self.config.max_late)
             if frame is None:
-                nxt = stream.next_due()
-                wait = 0.005 if nxt is None else min(max(nxt - time.perf_counter(), 0.0), 0.05)
-                await asyncio.sleep(wait)
+                await asyncio.sleep(stream.wait_hint())
                 continue
             if self.camera is not None and stream.id == self.default_id:
                 await loop.run_in_executor(None, self.camera.send, frame.image)
