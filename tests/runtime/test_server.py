@@ -17,23 +17,11 @@ import pytest
 
 pytest.importorskip("aiohttp")
 
-from stylemotion.pipeline.directions import random_directions  # noqa: E402
 from stylemotion.runtime import stream  # noqa: E402
 from stylemotion.runtime.server import ServerConfig, build_server  # noqa: E402
 
-from ..helpers import make_generator  # noqa: E402
 
 FPS = 12.0
-
-
-@pytest.fixture(scope="module")
-def G():
-    return make_generator(img_resolution=32, channel_base=512, channel_max=32, z_dim=32, w_dim=32)
-
-
-@pytest.fixture(scope="module")
-def dirs(G):
-    return random_directions(G.w_dim, seed=1)
 
 
 @contextlib.contextmanager

@@ -15,17 +15,6 @@ from stylemotion.pipeline.interpolate import Schedule, build_segments
 from stylemotion.pipeline.keyframes import make_keyframes, parse_script
 from stylemotion.runtime import CallbackSink, Frame, stream
 
-from ..helpers import make_generator
-
-
-@pytest.fixture(scope="module")
-def G():
-    return make_generator(img_resolution=32, channel_base=512, channel_max=32, z_dim=32, w_dim=32)
-
-
-@pytest.fixture(scope="module")
-def dirs(G):
-    return random_directions(G.w_dim, seed=1)
 
 
 def old_video_path(G, dirs, script, *, fps, seed=0, interp="smooth", transition=0.5, coefficient=3.0, psi=0.7):
