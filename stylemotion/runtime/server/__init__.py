@@ -17,7 +17,6 @@ import io
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
