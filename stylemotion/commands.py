@@ -272,22 +272,6 @@ def _directions_for(G, args: argparse.Namespace):
     return load_directions(args.directions, space=args.space, w_dim=G.w_dim)
 
 
-def _script_items(args):
-    from .models.emotion_cnn import EMOTIONS
-    from .pipeline.keyframes import ScriptItem, parse_script
-    from .pipeline.sequence import load_lstm, sample_emotions
-
-    if args.script:
-        return parse_script(args.script)
-    if not args.lstm:
-        raise ConfigError("--predict needs --lstm (the emotion LSTM from `stylemotion train-lstm`)")
-    if args.predict < 1:
-        raise ConfigError(f"--predict must be >= 1, got {args.predict}")
-    ids = sample_emotions(load_lstm(args.lstm), [6], args.predict + 1, temperature=args.temperature,
-                          seed=args.seed)[1:]
-    return [ScriptItem(EMOTIONS[i], args.seconds) for i in ids]
-
-
 def cmd_video(args: argparse.Namespace) -> int:
     from .pipeline.video_io import VideoWriter, check_writable
     from .runtime import stream
@@ -296,11 +280,15 @@ def cmd_video(args: argparse.Namespace) -> int:
     options = _engine_options(args)
     G = _load(args.ckpt, "cpu")
     directions = _directions_for(G, args)
-    items = _script_items(args)
-    # The script, the directions and the output are all checked before the first frame is rendered.
-    streamer = stream(G, directions=directions, script=items, seed=args.seed, fps=args.fps, interp=args.interp,
+    if args.predict is not None and not args.lstm:
+        raise ConfigError("--predict needs --lstm (the emotion LSTM from `stylemotion train-lstm`)")
+    # The script or the LSTM's predictions are planned by the runtime (one sampler for `video --predict` and live
+    # streams); the script, the directions and the output are all checked before the first frame is rendered.
+    source = {"script": args.script} if args.script else {"lstm": args.lstm, "predict": args.predict}
+    streamer = stream(G, directions=directions, seed=args.seed, fps=args.fps, interp=args.interp,
                       transition=args.transition, intensity=args.coeff, truncation_psi=args.trunc,
-                      batch=args.batch, **options)
+                      temperature=args.temperature, seconds=args.seconds, batch=args.batch, **source, **options)
+    items = streamer.planner.plan.items
     VideoWriter(args.out, args.fps).abort()
     sheet = args.sheet or str(Path(args.out).with_suffix("")) + "-sheet.png"
     check_writable(sheet)
