@@ -3,9 +3,11 @@
 ``backend="auto"`` tries, in order: TensorRT (a native plan built from ``synthesis.onnx`` with the TensorRT 10
 Python API by ``trt_build.py``, kept in the engine cache and run by ``trt_engine.py``; needs the ``tensorrt``
 package, a CUDA device and ``synthesis.onnx`` from ``stylemotion export``), ONNX Runtime CUDA (needs
-onnxruntime-gpu and ``synthesis.onnx``), PyTorch CUDA (FP16 blocks, CUDA graphs), ONNX Runtime CPU (needs
-``synthesis.onnx``), PyTorch CPU. ``EngineInfo.detail`` records the choice and the reasons others were passed
-over. A backend asked for by name is never replaced by another: it is opened on the device asked for, or an
+onnxruntime-gpu and ``synthesis.onnx``), PyTorch CUDA (FP16 blocks, CUDA graphs); then on the CPU: ONNX Runtime
+when a ``synthesis.onnx`` is given (the caller asked for that graph), else the fastest float32 engine installed
+for this CPU, by the benchmark's measurements (bench/results): OpenVINO on CPUs with AVX-512 (its kernels there
+beat every other float32 path), else PyTorch with the fast CPU plan (``FastSynthesis``; on AVX2 CPUs it beats
+ONNX Runtime and OpenVINO). ``EngineInfo.detail`` records the choice and the reasons others were passed over. A backend asked for by name is never replaced by another: it is opened on the device asked for, or an
 EngineError says what is missing (e.g. ``backend="onnxruntime", device="cuda"`` without onnxruntime-gpu).
 
 Every engine takes its I/O names and sizes from ``G``'s synthesis ExportSpec, and none moves or changes ``G``.
@@ -25,7 +27,19 @@ from ..models.stylegan2 import Generator
 from .base import Engine
 from .cache import CacheKey, EngineCache, gpu_identity
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino", "torch")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where that file does not exist)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def _ort_providers() -> list[str]:
@@ -40,10 +54,12 @@ def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = 
                 device: str | None = None, onnx_path: str | os.PathLike | None = None,
                 cuda_graphs: bool | None = None, max_batch: int = 64, threads: int | None = None,
                 profile: BatchProfile | None = None, cache: EngineCache | None = None,
-                noise_mode: str = "const") -> Engine:
+                noise_mode: str = "const", plan: str = "auto") -> Engine:
     """An engine for ``G``'s synthesis network (``onnx_path``: its exported ``synthesis.onnx``).
 
     ``noise_mode`` other than ``"const"`` (the noise exported graphs bake in) needs the PyTorch engine.
+    ``plan`` (PyTorch CPU engine): ``"fast"``, ``"reference"`` or ``"auto"`` (see ``TorchEngine``).
+    ``precision="bf16"`` (OpenVINO only) is a preview precision, never chosen by ``"auto"``.
 
     ``G`` is only read: the PyTorch engine renders with its own copy on ``device``; ``G`` keeps its device,
     dtype, training flag, ``requires_grad`` and parameters. TensorRT plans are built for ``profile`` (default:
@@ -98,10 +114,23 @@ def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = 
         return TorchEngine(G, device=device or "cuda", precision=precision or "fp16",
                            cuda_graphs=True if cuda_graphs is None else cuda_graphs, max_batch=max_batch,
                            noise_mode=noise_mode, detail="; ".join(["chosen: PyTorch CUDA"] + passed))
+    if backend == "openvino" or (backend == "auto" and onnx_file is None and precision in (None, "fp32")):
+        reason = ("openvino is not installed (pip install 'stylemotion[openvino]')"
+                  if importlib.util.find_spec("openvino") is None else
+                  "OpenVINO runs on the CPU here, a CUDA device was asked for" if cuda else
+                  f"{precision} asked (OpenVINO runs fp32 or bf16)" if precision not in (None, "fp32", "bf16") else
+                  "this CPU has no AVX-512 (PyTorch's fast plan is faster on AVX2; bench/results)"
+                  if backend == "auto" and "avx512f" not in cpu_flags() else None)
+        if reason is None:
+            return openvino_engine(G, onnx_file, precision=precision or "fp32", threads=threads, max_batch=max_batch,
+                                   detail="; ".join(["chosen: OpenVINO CPU"] + passed))
+        if backend == "openvino":
+            raise EngineError(f"OpenVINO engine unavailable: {reason}")
+        passed.append(f"openvino: {reason}")
     if backend in ("auto", "onnxruntime"):
         if "CPUExecutionProvider" in providers and onnx_file is not None and precision in (None, "fp32"):
             return OrtEngine(onnx_file, spec, provider="cpu", threads=threads, max_batch=max_batch,
-                             detail="; ".join(["chosen: ORT CPU"] + passed))
+                             detail="; ".join(["chosen: ORT CPU (the synthesis.onnx given)"] + passed))
         why = ("onnxruntime is not installed (pip install 'stylemotion[onnx]')" if not providers else
                "no synthesis.onnx given (make one with `stylemotion export`)" if onnx_file is None else
                "fp16 asked (ORT CPU runs fp32)")
@@ -110,8 +139,27 @@ def open_engine(G: Generator, *, backend: str = "auto", precision: str | None = 
         passed.append(f"onnxruntime cpu: {why}")
     if precision == "fp16":
         raise EngineError("fp16 needs CUDA (PyTorch CUDA or ONNX Runtime/TensorRT on a GPU); this is the CPU")
-    return TorchEngine(G, device="cpu", precision="fp32", max_batch=max_batch, noise_mode=noise_mode,
+    if precision == "bf16":
+        raise EngineError("bf16 is an OpenVINO preview precision: backend='openvino', precision='bf16'")
+    return TorchEngine(G, device="cpu", precision="fp32", max_batch=max_batch, noise_mode=noise_mode, plan=plan,
                        detail="; ".join(["chosen: PyTorch CPU"] + passed))
+
+
+def openvino_engine(G: Generator, onnx_file: Path | None, *, precision: str = "fp32", threads: int | None = None,
+                    max_batch: int = 64, detail: str = "") -> Engine:
+    """OpenVINO on the CPU: from ``onnx_file`` when given, else converted from ``G``'s fast CPU plan."""
+    import copy
+
+    from ..models.stylegan2_fast import FastSynthesis
+    from .ov_engine import OpenVinoEngine
+
+    spec = synthesis_spec(G)
+    if onnx_file is not None:
+        return OpenVinoEngine(onnx_file, spec, precision=precision, threads=threads, max_batch=max_batch,
+                              detail=detail)
+    synthesis = copy.deepcopy(G.synthesis).cpu().float()
+    return OpenVinoEngine(FastSynthesis(synthesis, fir="box"), spec, precision=precision, threads=threads,
+                          max_batch=max_batch, detail=detail)
 
 
 def tensorrt_key(onnx_file: Path, *, precision: str, profile: BatchProfile, device: str = "cuda",
