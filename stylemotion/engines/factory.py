@@ -158,7 +158,7 @@ def openvino_engine(G: Generator, onnx_file: Path | None, *, precision: str = "f
         return OpenVinoEngine(onnx_file, spec, precision=precision, threads=threads, max_batch=max_batch,
                               detail=detail)
     synthesis = copy.deepcopy(G.synthesis).cpu().float()
-    return OpenVinoEngine(FastSynthesis(synthesis, fir="box"), spec, precision=precision, threads=threads,
+    return OpenVinoEngine(FastSynthesis(synthesis, target="graph"), spec, precision=precision, threads=threads,
                           max_batch=max_batch, detail=detail)
 
 

@@ -14,6 +14,10 @@ CPU inference plan of the same network (Winograd for the 512-channel convolution
 one matrix product, constants folded: about 0.55x the time of the official form on 2 CPU cores, bench/results);
 ``"reference"`` renders with ``G.synthesis`` itself, in the official grouped form (the benchmark's baseline). On
 CUDA, and for FP16 or non-constant noise, the engine always uses the reference network (FP16 blocks, cuDNN).
+
+On the CPU the engine asks glibc to keep freed memory for reuse (``_malloc.py``: without it every large tensor is a
+fresh mmap and a forward pass spends 40% of its time faulting pages in); ``retain_memory=False`` leaves malloc as
+it is (the benchmark's baseline row, which runs as the official code would).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import torch
 from ..errors import ConfigError, EngineError
 from ..export.networks import synthesis_spec
 from ..models.stylegan2 import Generator
+from .._malloc import retain_freed_memory
 from ..models.stylegan2_fast import FastSynthesis
 from .base import check_ws, info_from_spec
 
@@ -35,7 +40,7 @@ PLANS = ("auto", "fast", "reference")
 class TorchEngine:
     def __init__(self, G: Generator, *, device: str | torch.device = "cpu", precision: str = "fp32",
                  cuda_graphs: bool = False, max_batch: int = 64, noise_mode: str = "const", plan: str = "auto",
-                 detail: str = ""):
+                 retain_memory: bool = True, detail: str = ""):
         if precision not in ("fp32", "fp16"):
             raise ConfigError(f"precision must be fp32 or fp16, got {precision!r}")
         if plan not in PLANS:
@@ -53,11 +58,13 @@ class TorchEngine:
                               f"{precision}, noise {noise_mode!r}, {device}")
         self.plan = "fast" if plan == "fast" or (plan == "auto" and fast_ok) else "reference"
         self.G = copy.deepcopy(G).to(device).eval().requires_grad_(False)  # never the caller's module
-        self.fast = FastSynthesis(self.G.synthesis, fir="conv") if self.plan == "fast" else None
+        self.fast = FastSynthesis(self.G.synthesis, target="eager") if self.plan == "fast" else None
         spec = synthesis_spec(self.G)
         self.device, self.precision, self.cuda_graphs, self.noise_mode = device, precision, cuda_graphs, noise_mode
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         extra = (", CUDA graphs per batch size" if cuda_graphs else "") + f", {self.plan} plan"
+        if device.type == "cpu" and retain_memory:
+            extra += ", freed memory kept for reuse" if retain_freed_memory() else ", malloc left as it is"
         self.info = info_from_spec(spec, backend="torch", precision=precision, device=str(device), min_batch=1,
                                    max_batch=max_batch, detail=(detail + extra).strip(", "))
 

@@ -22,6 +22,20 @@ class _Synthesis(nn.Module):
         return self.G.synthesis(ws, noise_mode="const", precision="fp32", fused_modconv=False)
 
 
+class _FastSynthesis(nn.Module):
+    """ws -> images through the CPU inference plan (``FastSynthesis``, box-filter FIRs): the graph ONNX Runtime and
+    OpenVINO run fastest on a CPU. Same function as ``_Synthesis`` to float32 rounding."""
+
+    def __init__(self, G: Generator):
+        super().__init__()
+        from ..models.stylegan2_fast import FastSynthesis
+
+        self.plan = FastSynthesis(G.synthesis, target="graph")
+
+    def forward(self, ws: torch.Tensor) -> torch.Tensor:
+        return self.plan(ws)
+
+
 class _Mapping(nn.Module):
     """z, psi -> ws: truncation ``w_avg + psi * (w - w_avg)`` with psi as an input (shape [1])."""
 
@@ -87,6 +101,14 @@ def synthesis_spec(G: Generator, profile: BatchProfile = BatchProfile()) -> Expo
         (TensorSpec("images", ("batch", c, res, res)),),
         lambda n, s=0: (G.mapping(torch.randn(n, G.z_dim, generator=_gen(s)).to(G.mapping.w_avg.device)),),
         profile, "ws [batch, num_ws, w_dim] float32 -> images [batch, C, H, W] float32 in about [-1, 1]")
+
+
+def synthesis_cpu_spec(G: Generator, profile: BatchProfile = BatchProfile()) -> ExportSpec:
+    """``synthesis_cpu.onnx``: the synthesis network as the CPU inference plan (Winograd, GEMM upsampling, folded
+    constants; ``models/stylegan2_fast.py``), for ONNX Runtime or OpenVINO on a CPU. GPUs take ``synthesis``."""
+    base = synthesis_spec(G, profile)
+    return ExportSpec("synthesis_cpu", _FastSynthesis(G), base.inputs, base.outputs, base.sample, profile,
+                      base.description + "; CPU plan (Winograd F(4x4,3x3), GEMM upsampling, folded constants)")
 
 
 class _SynthesisNoise(nn.Module):

@@ -43,7 +43,13 @@ _G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
       (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1))
 _AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))
 
-DEFAULT_WINOGRAD_MIN_CHANNELS = 512  # measured: at 256 channels and below the transforms cost more than they save
+# Measured on 2 CPU cores (config-f 256, PyTorch eager): Winograd wins from 256 channels up at 32x32 and above;
+# below 32x32 a layer reads 4x the weight bytes for a handful of tiles and the direct convolution is faster.
+DEFAULT_WINOGRAD_MIN_CHANNELS = 256
+DEFAULT_WINOGRAD_MIN_RESOLUTION = 32
+# Per target: eager PyTorch runs oneDNN's transposed convolution and depthwise FIR fastest; graph runtimes
+# (ONNX Runtime, OpenVINO) run the GEMM upsampling and the box-filter FIR fastest (bench/results).
+TARGETS = {"eager": dict(upsample="transpose", fir="conv"), "graph": dict(upsample="gemm", fir="box")}
 
 
 def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -137,6 +143,15 @@ class _Conv(nn.Module):
         else:
             self.register_buffer("weight", weight.contiguous())
 
+    def epilogue(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``clamp(lrelu(scale * x + shift))``: one fused multiply-add, then the activation and the clamp in
+        place (``x`` is the convolution's fresh output)."""
+        x = torch.addcmul(self.shift, x, scale[:, :, None, None])
+        x = F.leaky_relu_(x, LRELU_ALPHA)
+        if self.clamp is not None:
+            x = x.clamp_(-self.clamp, self.clamp)
+        return x
+
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w)
         scale = self.gain * (styles.square() @ self.wsq + 1e-8).rsqrt()  # gain * demodulation, [N, O]
@@ -147,10 +162,7 @@ class _Conv(nn.Module):
             x = fir4x4(F.pad(upsample_conv3x3(x, self.wc), [1, 0, 1, 0]), self.f, self.fir)
         else:
             x = F.conv2d(x, self.weight, padding=1)
-        x = F.leaky_relu(x * scale[:, :, None, None] + self.shift, LRELU_ALPHA)
-        if self.clamp is not None:
-            x = x.clamp(-self.clamp, self.clamp)
-        return x
+        return self.epilogue(x, scale)
 
 
 class _Affine(nn.Module):
@@ -187,13 +199,22 @@ class _ToRGB(nn.Module):
 class FastSynthesis(nn.Module):
     """``ws [N, num_ws, w_dim]`` (or ``w [N, w_dim]``) -> images ``[N, C, H, W]``, float32, constant noise.
 
-    ``winograd_min_channels``: 3x3 convolutions whose input and output channels are both at least this use
-    Winograd F(4x4, 3x3) (``None``: never). ``upsample``: ``"gemm"`` (1x1 convolution + phase sums) or
-    ``"transpose"`` (the official transposed convolution, for runtimes where that is faster)."""
+    ``target``: ``"eager"`` (PyTorch runs the plan) or ``"graph"`` (it is exported or converted for ONNX Runtime /
+    OpenVINO); it picks ``upsample`` and ``fir`` unless they are given. ``winograd_min_channels`` /
+    ``winograd_min_resolution``: 3x3 convolutions whose input and output channels and resolution are at least
+    these use Winograd F(4x4, 3x3) (``winograd_min_channels=None``: never). ``upsample``: ``"gemm"`` (1x1
+    convolution + phase sums) or ``"transpose"`` (the official transposed convolution). ``fir``: ``"conv"``
+    (depthwise convolution) or ``"box"`` (three 2x2 box filters)."""
 
-    def __init__(self, synthesis: SynthesisNetwork, *, winograd_min_channels: int | None = DEFAULT_WINOGRAD_MIN_CHANNELS,
-                 upsample: str = "gemm", fir: str = "conv"):
+    def __init__(self, synthesis: SynthesisNetwork, *, target: str = "eager",
+                 winograd_min_channels: int | None = DEFAULT_WINOGRAD_MIN_CHANNELS,
+                 winograd_min_resolution: int = DEFAULT_WINOGRAD_MIN_RESOLUTION,
+                 upsample: str | None = None, fir: str | None = None):
         super().__init__()
+        if target not in TARGETS:
+            raise ConfigError(f"target must be one of {list(TARGETS)}, got {target!r}")
+        upsample = upsample or TARGETS[target]["upsample"]
+        fir = fir or TARGETS[target]["fir"]
         check_plannable(synthesis)
         if upsample not in ("gemm", "transpose"):
             raise ConfigError(f"upsample must be 'gemm' or 'transpose', got {upsample!r}")
@@ -213,7 +234,8 @@ class FastSynthesis(nn.Module):
             for name in ("conv0", "conv1"):
                 if hasattr(block, name):
                     layer = getattr(block, name)
-                    mods[name] = self._plan_layer(layer, winograd_min_channels, upsample, fir)
+                    mods[name] = self._plan_layer(layer, winograd_min_channels, winograd_min_resolution,
+                                                  upsample, fir)
                     self.plan.append(f"b{block.resolution}.{name}: {mods[name].kind}")
             if block.has_torgb:
                 mods["torgb"] = _ToRGB(block.torgb)
@@ -222,11 +244,13 @@ class FastSynthesis(nn.Module):
         self.eval().requires_grad_(False)
 
     @staticmethod
-    def _plan_layer(layer: SynthesisLayer, min_channels: int | None, upsample: str, fir: str) -> nn.Module:
+    def _plan_layer(layer: SynthesisLayer, min_channels: int | None, min_resolution: int, upsample: str,
+                    fir: str) -> nn.Module:
         o, i = layer.weight.shape[:2]
         if layer.up == 2:
             return _Conv(layer, "upsample", fir) if upsample == "gemm" else _TransposeConv(layer, fir)
-        if min_channels is not None and min(o, i) >= min_channels and layer.resolution % 4 == 0:
+        if (min_channels is not None and min(o, i) >= min_channels and layer.resolution >= min_resolution
+                and layer.resolution % 4 == 0):
             return _Conv(layer, "winograd")
         return _Conv(layer, "direct")
 
@@ -265,10 +289,7 @@ class _TransposeConv(_Conv):
         scale = self.gain * (styles.square() @ self.wsq + 1e-8).rsqrt()
         x = F.conv_transpose2d(x * styles[:, :, None, None], self.weight_t, stride=2)
         x = fir4x4(F.pad(x, [1, 1, 1, 1]), self.f, self.fir)
-        x = F.leaky_relu(x * scale[:, :, None, None] + self.shift, LRELU_ALPHA)
-        if self.clamp is not None:
-            x = x.clamp(-self.clamp, self.clamp)
-        return x
+        return self.epilogue(x, scale)
 
 
 def fir_up2(img: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
