@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py --model ffhq-256 --batch 1,4 --precision fp32
+	$(BIN)/python bench/run.py --model ffhq-256 --batch 1,4 --threads 2
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

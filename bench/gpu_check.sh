@@ -41,7 +41,9 @@ case "$DEVICE" in
   cuda|cuda:[0-9]*)
     DEST=${STYLEMOTION_GPU_CHECK_RESULTS:-bench/results}
     BIG=ffhq-1024; SMALL=ffhq-256
-    RUN_ARGS=(--batch 1,8,32 --precision fp32,fp16 --iters 10)
+    # bench/run.py's GPU rows (torch fp32 baseline, fp16, fp16 + CUDA graphs, ORT CUDA / TensorRT where installed);
+    # the runtime end to end is the stream step's.
+    RUN_ARGS=(--batch 1,8,32 --precision fp32,fp16 --iters 10 --min-seconds 1 --no-runtime)
     EMBED_ARGS=(--batch 1,8 --amp both --steps 5)
     SEQ_ARGS=(--frames 8)
     ENGINE_ARGS=(--batch 1,8,32 --iters 10)
@@ -54,7 +56,8 @@ case "$DEVICE" in
     BIG=tiny-32; SMALL=tiny-32
     # One thread: a dry run's figures mean nothing, and a busy 2-core machine makes a thread pool crawl.
     export OMP_NUM_THREADS=1
-    RUN_ARGS=(--batch 1,2 --precision fp32,fp16 --iters 1 --warmup 1 --threads 1)
+    RUN_ARGS=(--batch 1,2 --precision fp32,fp16 --iters 1 --warmup 1 --threads 1 --min-seconds 0 --no-runtime
+              --backend torch,tensorrt)
     EMBED_ARGS=(--batch 1,2 --amp both --steps 1 --threads 1)
     SEQ_ARGS=(--frames 2 --max-steps 5)
     ENGINE_ARGS=(--batch 1,2 --iters 1 --threads 1)
@@ -120,13 +123,13 @@ fi
 # cpp_ext first (the CUDA kernels when PyTorch sees the GPU), so the CUDA op tests below run the kernels.
 step "cpp_ext build" 240 "$PY" -m stylemotion.ext build
 step "pytest -m gpu" 180 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
-step "generator $BIG" 120 "$PY" bench/run.py --model "$BIG" --device "$DEVICE" "${RUN_ARGS[@]}" --out "$RUN"
+step "generator $BIG" 120 "$PY" bench/run.py --model "$BIG" --device "$DEVICE" "${RUN_ARGS[@]}" --tag "$BIG" --out "$RUN"
 step "stream $BIG" 120 "$PY" bench/stream.py --model "$BIG" --device "$DEVICE" "${STREAM_ARGS[@]}" --out "$RUN"
 step "ops" 90 "$PY" bench/ops.py --device "$DEVICE" "${OPS_ARGS[@]}" --out "$RUN"
 step "engines $BIG" 180 "$PY" bench/engines.py --model "$BIG" --device "$DEVICE" "${ENGINE_ARGS[@]}" --out "$RUN"
 step "projector $BIG" 150 "$PY" bench/embed.py --model "$BIG" --device "$DEVICE" "${EMBED_ARGS[@]}" "${SEQ_ARGS[@]}" \
   --out "$RUN"
-step "generator $SMALL" 90 "$PY" bench/run.py --model "$SMALL" --device "$DEVICE" "${RUN_ARGS[@]}" --out "$RUN"
+step "generator $SMALL" 90 "$PY" bench/run.py --model "$SMALL" --device "$DEVICE" "${RUN_ARGS[@]}" --tag "$SMALL" --out "$RUN"
 step "projector $SMALL" 90 "$PY" bench/embed.py --model "$SMALL" --device "$DEVICE" "${EMBED_ARGS[@]}" --frames 0 \
   --out "$RUN"
 

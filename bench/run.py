@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stylemotion.atomic import atomic_path  # noqa: E402
-from stylemotion.benchmark import (BACKENDS, PRECISIONS, TINY_MODEL, TINY_OVERRIDES, Settings,  # noqa: E402,F401
-                                   device_name, load_model, parse_list, run)
+from stylemotion.benchmark import (TINY_MODEL, TINY_OVERRIDES, add_arguments, device_name,  # noqa: E402,F401
+                                   load_model, run, settings_from_args)
 
 
 def pick_device(device: str) -> str:
@@ -50,36 +50,20 @@ def write_results(out_dir: Path, stem: str, result: dict, lines: list[str]) -> N
 
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="ffhq-256", help="comma-separated checkpoints / built-in names / tiny-32")
-    p.add_argument("--backend", default=",".join(BACKENDS), help=f"comma-separated, of {','.join(BACKENDS)}")
-    p.add_argument("--precision", default="fp32,fp16,bf16", help=f"comma-separated, of {','.join(PRECISIONS)}")
-    p.add_argument("--batch", default="1,4", help="comma-separated batch sizes (default 1,4)")
-    p.add_argument("--device", default="auto", help="cpu, cuda[:N] or auto")
-    p.add_argument("--iters", type=int, default=10, help="at least this many timed runs per row")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--min-seconds", type=float, default=3.0, help="and at least this long per row")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for every backend (default: torch's)")
-    p.add_argument("--quick", action="store_true", help="batch 1, 3 runs, no realtime stream: about 2 minutes")
-    p.add_argument("--no-runtime", action="store_true", help="skip the end-to-end runtime rows")
-    p.add_argument("--tag", default="", help="appended to the results' file name (<device>-<date>-<tag>.json)")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    add_arguments(p)
+    p.set_defaults(out=str(Path(__file__).resolve().parent / "results"))
     return p
 
 
-def settings_from(args) -> Settings:
-    s = Settings(models=parse_list(args.model), backends=parse_list(args.backend, BACKENDS),
-                 precisions=parse_list(args.precision, PRECISIONS), batches=parse_list(args.batch, kind=int),
-                 device=pick_device(args.device), iters=args.iters, warmup=args.warmup,
-                 min_seconds=args.min_seconds, threads=args.threads, quick=args.quick,
-                 runtime=not args.no_runtime, out=Path(args.out), tag=args.tag)
-    if args.quick:
-        s.batches, s.iters, s.warmup, s.min_seconds = [1], 3, 1, 0.0
-    return s
-
-
 def main(argv=None) -> int:
+    from stylemotion.errors import StylemotionError
+
     args = parser().parse_args(argv)
-    result = run(settings_from(args), log=lambda m: print(m, flush=True))
+    try:
+        result = run(settings_from_args(args), log=lambda m: print(m, flush=True))
+    except StylemotionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0 if result["rows"] else 1
 
 

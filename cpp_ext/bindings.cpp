@@ -11,6 +11,14 @@
 
 #include "ops.h"
 
+namespace sm {
+void winograd_input_cpu(const float* x, const float* styles, int64_t n_images, int64_t c, int64_t h, int64_t w,
+                        float* v, int64_t begin, int64_t end);
+void winograd_output_cpu(const float* m, const float* scale, const float* shift, float slope, float clamp,
+                         bool has_clamp, int64_t n_images, int64_t k, int64_t h, int64_t w, float* y,
+                         int64_t begin, int64_t end);
+}  // namespace sm
+
 namespace {
 
 struct Prepared {
@@ -152,6 +160,60 @@ at::Tensor acd_cpu(const at::Tensor& frames_in, const c10::optional<at::Tensor>&
   return out;
 }
 
+void check_float_cpu(const at::Tensor& t, const char* name, int64_t dim) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == dim, name, " must be a ", dim,
+              "-D float32 CPU tensor, got ", t.sizes(), " ", t.scalar_type(), " on ", t.device());
+}
+
+// x [N, C, H, W], styles [N, C] -> V [36, N, C, H/4 * W/4] (the modulated input, Winograd-transformed).
+at::Tensor winograd_input(const at::Tensor& x_in, const at::Tensor& styles_in) {
+  check_float_cpu(x_in, "x", 4);
+  check_float_cpu(styles_in, "styles", 2);
+  const int64_t n = x_in.size(0), c = x_in.size(1), h = x_in.size(2), w = x_in.size(3);
+  TORCH_CHECK(h % 4 == 0 && w % 4 == 0 && h > 0 && w > 0, "x height and width must be multiples of 4, got ",
+              x_in.sizes());
+  TORCH_CHECK(styles_in.size(0) == n && styles_in.size(1) == c, "styles must be [N, C] = [", n, ", ", c, "], got ",
+              styles_in.sizes());
+  const auto x = x_in.contiguous();
+  const auto styles = styles_in.contiguous();
+  auto v = at::empty({36, n, c, (h / 4) * (w / 4)}, x.options());
+  const float* src = x.data_ptr<float>();
+  const float* s = styles.data_ptr<float>();
+  float* dst = v.data_ptr<float>();
+  at::parallel_for(0, n * c, 1, [&](int64_t b, int64_t e) { sm::winograd_input_cpu(src, s, n, c, h, w, dst, b, e); });
+  return v;
+}
+
+// M [36, N, K, P*Q] -> y [N, K, H, W] = clamp(lrelu(scale * (A^T M A) + shift)); shift [1, K, H, W], scale [N, K].
+at::Tensor winograd_output(const at::Tensor& m_in, const at::Tensor& scale_in, const at::Tensor& shift_in,
+                           int64_t h, int64_t w, double slope, c10::optional<double> clamp) {
+  check_float_cpu(m_in, "m", 4);
+  check_float_cpu(scale_in, "scale", 2);
+  check_float_cpu(shift_in, "shift", 4);
+  const int64_t n = m_in.size(1), k = m_in.size(2);
+  TORCH_CHECK(h % 4 == 0 && w % 4 == 0 && h > 0 && w > 0, "h and w must be multiples of 4, got ", h, "x", w);
+  TORCH_CHECK(m_in.size(0) == 36 && m_in.size(3) == (h / 4) * (w / 4), "m must be [36, N, K, ", (h / 4) * (w / 4),
+              "], got ", m_in.sizes());
+  TORCH_CHECK(scale_in.size(0) == n && scale_in.size(1) == k, "scale must be [N, K] = [", n, ", ", k, "], got ",
+              scale_in.sizes());
+  TORCH_CHECK(shift_in.size(0) == 1 && shift_in.size(1) == k && shift_in.size(2) == h && shift_in.size(3) == w,
+              "shift must be [1, ", k, ", ", h, ", ", w, "], got ", shift_in.sizes());
+  const auto m = m_in.contiguous();
+  const auto scale = scale_in.contiguous();
+  const auto shift = shift_in.contiguous();
+  auto y = at::empty({n, k, h, w}, m.options());
+  const float* src = m.data_ptr<float>();
+  const float* sc = scale.data_ptr<float>();
+  const float* sh = shift.data_ptr<float>();
+  float* dst = y.data_ptr<float>();
+  const bool has_clamp = clamp.has_value();
+  const float c = has_clamp ? static_cast<float>(*clamp) : 0.0f;
+  at::parallel_for(0, n * k, 1, [&](int64_t b, int64_t e) {
+    sm::winograd_output_cpu(src, sc, sh, static_cast<float>(slope), c, has_clamp, n, k, h, w, dst, b, e);
+  });
+  return y;
+}
+
 #if defined(STYLEMOTION_WITH_CUDA)
 void check_launch(cudaError_t err, const char* op) {
   TORCH_CHECK(err == cudaSuccess, op, ": the CUDA launch failed: ", cudaGetErrorString(err));
@@ -205,12 +267,16 @@ TORCH_LIBRARY(stylemotion, m) {
         "float psi, ScalarType? out_dtype) -> Tensor");
   m.def("to_uint8(Tensor images) -> Tensor");
   m.def("acd(Tensor frames, Tensor? previous) -> Tensor");
+  m.def("winograd_input(Tensor x, Tensor styles) -> Tensor");
+  m.def("winograd_output(Tensor m, Tensor scale, Tensor shift, int h, int w, float slope, float? clamp) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(stylemotion, CPU, m) {
   m.impl("fused_lerp", &fused_lerp_cpu);
   m.impl("to_uint8", &to_uint8_cpu);
   m.impl("acd", &acd_cpu);
+  m.impl("winograd_input", &winograd_input);
+  m.impl("winograd_output", &winograd_output);
 }
 
 #if defined(STYLEMOTION_WITH_CUDA)

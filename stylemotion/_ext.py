@@ -22,12 +22,14 @@ from .errors import ConfigError
 log = logging.getLogger(__name__)
 
 SOURCE_DIR = Path(__file__).resolve().parents[1] / "cpp_ext"
-CPU_SOURCES = ("bindings.cpp", "cpu_ops.cpp")
+CPU_SOURCES = ("bindings.cpp", "cpu_ops.cpp", "winograd_cpu.cpp")
 CUDA_SOURCES = ("fused_lerp.cu", "to_uint8.cu", "acd.cu")
 HEADERS = ("ops.h",)
 DEFAULT_BUILD_DIR = Path(__file__).resolve().parents[1] / "build" / "cpp_ext"
-# Exact float32 results need each operation rounded on its own: no a * b + c contracted into an FMA.
-CFLAGS = ["-O3", "-ffp-contract=off", "-std=c++17"]
+# Exact float32 results need each operation rounded on its own: no a * b + c contracted into an FMA. -fopenmp:
+# at::parallel_for is an OpenMP loop compiled into the extension; without the flag it runs on one thread.
+CFLAGS = ["-O3", "-ffp-contract=off", "-std=c++17", "-fopenmp"]
+LDFLAGS = ["-fopenmp"]
 CUDA_FLAGS = ["-O3", "-std=c++17", "--fmad=false"]
 
 
@@ -41,7 +43,7 @@ def library_name(cuda: bool) -> str:
     for name in CPU_SOURCES + HEADERS + (CUDA_SOURCES if cuda else ()):
         path = SOURCE_DIR / name
         digest.update(name.encode() + (path.read_bytes() if path.exists() else b"missing"))
-    digest.update(f"{torch.__version__}|cuda={cuda}|{CFLAGS}|{CUDA_FLAGS}".encode())
+    digest.update(f"{torch.__version__}|cuda={cuda}|{CFLAGS}|{LDFLAGS}|{CUDA_FLAGS}".encode())
     return f"stylemotion_ext_{digest.hexdigest()[:12]}"
 
 
@@ -62,7 +64,7 @@ def build(*, cuda: bool | None = None, build_dir: str | os.PathLike | None = Non
     sources = [str(SOURCE_DIR / n) for n in CPU_SOURCES + (CUDA_SOURCES if cuda else ())]
     defines = ["-DSTYLEMOTION_WITH_CUDA"] if cuda else []
     try:
-        cpp_extension.load(name=name, sources=sources, extra_cflags=CFLAGS + defines,
+        cpp_extension.load(name=name, sources=sources, extra_cflags=CFLAGS + defines, extra_ldflags=LDFLAGS,
                            extra_cuda_cflags=CUDA_FLAGS + defines, extra_include_paths=[str(SOURCE_DIR)],
                            build_directory=str(folder), is_python_module=False, with_cuda=cuda, verbose=verbose)
     except (RuntimeError, OSError, ImportError) as exc:  # compiler errors come back as RuntimeError

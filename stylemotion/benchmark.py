@@ -10,7 +10,7 @@ NVlabs' code runs on a CPU; every row carries its speed-up against the baseline 
 ``official graph``, is the same network exported in that official form (dynamo, opset 18, fixed batch) as a user
 would export NVlabs' generator, run by OpenVINO with f32 asked for. Then the end-to-end runtime (script ->
 latents -> engine -> uint8 frames) on the fastest engine: offline frames/s and, unless ``--quick``, a realtime
-stream's frame-latency p99.
+stream's frame-latency p99, for every engine (``--quick``: offline, on the fastest engine only).
 
 A row that cannot run here is listed as ``not available: <reason>``, never with a number. Results: a printed
 table, ``<out>/<device>-<date>.json`` (top-level ``rows``), a markdown table and a PNG chart (images/s against
@@ -440,6 +440,14 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
                     + (f", PSNR {row['psnr_db_vs_fp32']:.1f} dB" if "psnr_db_vs_fp32" in row else ""))
                 if batch == 1 and cand.precision == "fp32":
                     fp32_outputs[(cand.name, batch)] = out
+            if settings.runtime and not settings.quick:
+                streaming = engine.for_batch(1) if isinstance(engine, _StaticBatch) else engine
+                rt = _runtime_row(streaming, cand.name, G, model, settings, log)
+                runtime_rows.append(rt)
+                for r in rows:
+                    if r["model"] == model and r["row"] == cand.name:
+                        r["runtime_offline_fps"] = rt["offline_fps"]
+                        r["runtime_realtime_latency_ms_p99"] = (rt.get("realtime_latency_ms") or {}).get("p99")
             if cand.precision == "fp32" and not isinstance(engine, _StaticBatch):
                 best = max(r["images_per_s"] for r in rows if r["model"] == model and r["row"] == cand.name)
                 if fastest is None or best > fastest[0]:
@@ -448,7 +456,7 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
                 del engine
         if settings.repeat_baseline:
             consistency = _repeat_row(G, rows, model, ws_all, settings, log) or consistency
-        if settings.runtime and fastest is not None:
+        if settings.runtime and settings.quick and fastest is not None:  # quick: the fastest engine, offline
             runtime_rows.append(_runtime_row(fastest[2], fastest[1], G, model, settings, log))
         fastest = None
     _speedups(rows)
@@ -501,8 +509,8 @@ def _repeat_row(G, rows, model, ws_all, settings, log) -> dict | None:
 
 
 def _runtime_row(engine, name: str, G, model: str, settings: Settings, log) -> dict:
-    """The whole runtime (script -> latents -> engine -> uint8 frames) on the fastest engine: offline frames/s
-    into a null sink, and unless quick a realtime stream paced at 80% of that, with its frame-latency p99."""
+    """The whole runtime (script -> latents -> engine -> uint8 frames) on one engine: offline frames/s into a null
+    sink, and unless quick a realtime stream paced at 80% of that, with its frame-latency percentiles."""
     import threading
 
     from .pipeline.directions import random_directions
@@ -645,3 +653,42 @@ def parse_list(text: str, allowed=None, kind=str) -> list:
         if bad:
             raise ConfigError(f"unknown {bad}; choose from {list(allowed)}")
     return items
+
+
+# ---------------------------------------------------------------- command line (bench/run.py, stylemotion bench)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", default="ffhq-256", help="comma-separated checkpoints / built-in names / tiny-32")
+    p.add_argument("--backend", default=",".join(BACKENDS), help=f"comma-separated, of {','.join(BACKENDS)}")
+    p.add_argument("--precision", default="fp32,fp16,bf16", help=f"comma-separated, of {','.join(PRECISIONS)}")
+    p.add_argument("--batch", default="1,4", help="comma-separated batch sizes (default 1,4)")
+    p.add_argument("--device", default="auto", help="cpu, cuda[:N] or auto")
+    p.add_argument("--iters", type=int, default=10, help="at least this many timed runs per row")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--min-seconds", type=float, default=3.0, help="and at least this long per row")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for every backend (default: torch's)")
+    p.add_argument("--quick", action="store_true", help="batch 1, 3 runs, no realtime stream: about 2 minutes")
+    p.add_argument("--no-runtime", action="store_true", help="skip the end-to-end runtime rows")
+    p.add_argument("--tag", default="", help="appended to the results' file name (<device>-<date>-<tag>.json)")
+    p.add_argument("--out", default="bench/results", help="results folder (default bench/results)")
+
+
+def pick_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; CUDA asked for where there is none is a ConfigError."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available here")
+    return device
+
+
+def settings_from_args(args) -> Settings:
+    s = Settings(models=parse_list(args.model), backends=parse_list(args.backend, BACKENDS),
+                 precisions=parse_list(args.precision, PRECISIONS), batches=parse_list(args.batch, kind=int),
+                 device=pick_device(args.device), iters=args.iters, warmup=args.warmup,
+                 min_seconds=args.min_seconds, threads=args.threads, quick=args.quick,
+                 runtime=not args.no_runtime, out=Path(args.out), tag=args.tag)
+    if args.quick:
+        s.batches, s.iters, s.warmup, s.min_seconds = [1], 3, 1, 0.0
+    return s

@@ -24,11 +24,13 @@ SPACE_HELP = "latent space of the directions (default: the .npz's, or inferred: 
 
 def _engine_args(p: argparse.ArgumentParser, *, device: bool = True) -> None:
     """How frames are rendered: every rendering command goes through the runtime and one of its engines."""
-    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"], default="auto",
+    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"], default="auto",
                    help="engine (default auto: the fastest available here, and it says why)")
-    p.add_argument("--onnx", default=None, help="synthesis.onnx from `stylemotion export` (onnxruntime, tensorrt)")
-    p.add_argument("--precision", choices=["fp32", "fp16"], default=None,
-                   help="engine precision (default: fp16 on CUDA, fp32 on the CPU)")
+    p.add_argument("--onnx", default=None,
+                   help="synthesis.onnx (or synthesis_cpu.onnx) from `stylemotion export` (onnxruntime, openvino, "
+                        "tensorrt)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None,
+                   help="engine precision (default: fp16 on CUDA, fp32 on the CPU; bf16: OpenVINO preview)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--batch", default="1:8:32", help="batch profile MIN:OPT:MAX (default 1:8:32)")
     ex.add_argument("--vgg", default=None, help="VGG16 weights (default: seeded random, declared)")
     ex.add_argument("--fp16", action="store_true", help="also write synthesis_fp16.onnx (needs conv_clamp)")
+    ex.add_argument("--cpu-plan", action="store_true",
+                    help="also write synthesis_cpu.onnx, the CPU inference plan (for ONNX Runtime / OpenVINO on a CPU)")
     ex.add_argument("--noise-inputs", action="store_true",
                     help="also write synthesis_noise.onnx, with one noise input per layer")
     ex.add_argument("--lstm", default=None, help="also export lstm_seq.onnx and lstm_step.onnx")
@@ -269,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--batch", default="1:8:32", help="optimization profile MIN:OPT:MAX")
     bd.add_argument("--cache", default=None, help="cache folder (default $STYLEMOTION_CACHE_DIR or ~/.cache/stylemotion)")
     bd.set_defaults(func=c.cmd_build)
+
+    be = sub.add_parser("bench", help="every engine side by side: images/s, latency, memory, speed-up (bench/run.py)")
+    from .benchmark import add_arguments
+
+    add_arguments(be)
+    be.set_defaults(func=c.cmd_bench)
 
     en = sub.add_parser("engines", help="list the engines in the cache")
     en.add_argument("--cache", default=None)

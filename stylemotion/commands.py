@@ -369,10 +369,17 @@ def _batch_profile(text: str):
     return BatchProfile(lo, opt, hi)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmark import run, settings_from_args
+
+    result = run(settings_from_args(args), log=lambda m: print(m, flush=True))
+    return 0 if result["rows"] else 1
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .checkpoints.vgg16 import load_vgg16
-    from .export.networks import (emotion_cnn_spec, lstm_specs, mapping_spec, synthesis_fp16_spec,
-                                  synthesis_noise_spec, synthesis_spec, vgg16_spec)
+    from .export.networks import (emotion_cnn_spec, lstm_specs, mapping_spec, synthesis_cpu_spec,
+                                  synthesis_fp16_spec, synthesis_noise_spec, synthesis_spec, vgg16_spec)
     from .export.onnx_export import export_onnx
 
     profile = _batch_profile(args.batch)
@@ -380,6 +387,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     specs = [synthesis_spec(G, profile), mapping_spec(G, profile)]
     if args.fp16:
         specs.append(synthesis_fp16_spec(G, profile))
+    if args.cpu_plan:
+        specs.append(synthesis_cpu_spec(G, profile))
     if args.noise_inputs:
         specs.append(synthesis_noise_spec(G, profile))
     vgg, _ = load_vgg16(args.vgg)
@@ -397,7 +406,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     source = args.ckpt if Path(args.ckpt).is_file() else None
     for spec in specs:
         path = export_onnx(spec, args.out, source=source, config=G.config.to_dict() if spec.name in
-                           ("synthesis", "mapping") else None)
+                           ("synthesis", "synthesis_cpu", "mapping") else None)
         checks = json.loads(path.with_suffix(".json").read_text())["checks"]
         if "ort_psnr_db_vs_fp32" in checks:
             per = checks["ort_psnr_db_vs_fp32"]

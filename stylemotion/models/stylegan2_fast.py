@@ -43,9 +43,11 @@ _G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
       (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1))
 _AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))
 
-# Measured on 2 CPU cores (config-f 256, PyTorch eager): Winograd wins from 256 channels up at 32x32 and above;
-# below 32x32 a layer reads 4x the weight bytes for a handful of tiles and the direct convolution is faster.
+# Measured on 2 CPU cores (config-f 256, PyTorch eager): with cpp_ext's one-pass transforms Winograd wins from 128
+# channels up, with PyTorch's own (five or six passes each) from 256; below 32x32 a layer reads 4x the weight
+# bytes for a handful of tiles and the direct convolution is faster.
 DEFAULT_WINOGRAD_MIN_CHANNELS = 256
+KERNEL_WINOGRAD_MIN_CHANNELS = 128
 DEFAULT_WINOGRAD_MIN_RESOLUTION = 32
 # Per target: eager PyTorch runs oneDNN's transposed convolution and depthwise FIR fastest; graph runtimes
 # (ONNX Runtime, OpenVINO) run the GEMM upsampling and the box-filter FIR fastest (bench/results).
@@ -123,11 +125,11 @@ def fir4x4(x: torch.Tensor, f: torch.Tensor, how: str) -> torch.Tensor:
 class _Conv(nn.Module):
     """One planned SynthesisLayer."""
 
-    def __init__(self, layer: SynthesisLayer, kind: str, fir: str = "conv"):
+    def __init__(self, layer: SynthesisLayer, kind: str, fir: str = "conv", kernels: bool = False):
         super().__init__()
-        self.kind, self.up, self.fir = kind, layer.up, fir
-        self.register_buffer("f", layer.resample_filter.detach().float())
-        weight = layer.weight.detach().float()
+        self.kind, self.up, self.fir, self.kernels = kind, layer.up, fir, kernels
+        self.register_buffer("f", layer.resample_filter.detach().float().clone())
+        weight = layer.weight.detach().float().clone()
         self.affine = _Affine(layer.affine)
         self.register_buffer("wsq", weight.square().sum(dim=[2, 3]).t().contiguous())  # [I, O]
         gain = LRELU_GAIN
@@ -155,6 +157,13 @@ class _Conv(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w)
         scale = self.gain * (styles.square() @ self.wsq + 1e-8).rsqrt()  # gain * demodulation, [N, O]
+        if self.kind == "winograd" and self.kernels and x.device.type == "cpu":
+            # cpp_ext: modulation + input transform in one pass, the 36 GEMMs, output transform + epilogue.
+            n, _, h, wd = x.shape
+            v = torch.ops.stylemotion.winograd_input(x.contiguous(), styles.contiguous())
+            m = torch.matmul(self.u, v)
+            return torch.ops.stylemotion.winograd_output(m, scale.contiguous(), self.shift, h, wd, LRELU_ALPHA,
+                                                         self.clamp)
         x = x * styles[:, :, None, None]
         if self.kind == "winograd":
             x = winograd_conv3x3(x, self.u, self.bt, self.at)
@@ -183,8 +192,8 @@ class _ToRGB(nn.Module):
     def __init__(self, layer: ToRGBLayer):
         super().__init__()
         self.affine = _Affine(layer.affine, layer.weight_gain)
-        self.register_buffer("weight", layer.weight.detach().float()[:, :, 0, 0].contiguous())  # [3, C]
-        self.register_buffer("bias", layer.bias.detach().float()[None, :, None, None])
+        self.register_buffer("weight", layer.weight.detach().float().clone()[:, :, 0, 0].contiguous())  # [3, C]
+        self.register_buffer("bias", layer.bias.detach().float().clone()[None, :, None, None])
         self.clamp = layer.conv_clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -202,19 +211,30 @@ class FastSynthesis(nn.Module):
     ``target``: ``"eager"`` (PyTorch runs the plan) or ``"graph"`` (it is exported or converted for ONNX Runtime /
     OpenVINO); it picks ``upsample`` and ``fir`` unless they are given. ``winograd_min_channels`` /
     ``winograd_min_resolution``: 3x3 convolutions whose input and output channels and resolution are at least
-    these use Winograd F(4x4, 3x3) (``winograd_min_channels=None``: never). ``upsample``: ``"gemm"`` (1x1
+    these use Winograd F(4x4, 3x3) (``winograd_min_channels=None``: never; ``"auto"``: 128 with cpp_ext's
+    transforms, 256 without). ``kernels``: use cpp_ext's Winograd transforms (default: when the extension is
+    built and the target is eager). ``upsample``: ``"gemm"`` (1x1
     convolution + phase sums) or ``"transpose"`` (the official transposed convolution). ``fir``: ``"conv"``
     (depthwise convolution) or ``"box"`` (three 2x2 box filters)."""
 
     def __init__(self, synthesis: SynthesisNetwork, *, target: str = "eager",
-                 winograd_min_channels: int | None = DEFAULT_WINOGRAD_MIN_CHANNELS,
+                 winograd_min_channels: int | None | str = "auto",
                  winograd_min_resolution: int = DEFAULT_WINOGRAD_MIN_RESOLUTION,
-                 upsample: str | None = None, fir: str | None = None):
+                 upsample: str | None = None, fir: str | None = None, kernels: bool | None = None):
         super().__init__()
         if target not in TARGETS:
             raise ConfigError(f"target must be one of {list(TARGETS)}, got {target!r}")
         upsample = upsample or TARGETS[target]["upsample"]
         fir = fir or TARGETS[target]["fir"]
+        if kernels is None:  # cpp_ext's Winograd transforms: eager only (an exported graph has no custom ops)
+            from .. import _ext
+
+            kernels = target == "eager" and bool(_ext.status()["cpu"])
+        elif kernels and target != "eager":
+            raise ConfigError("kernels=True needs target='eager' (exported graphs cannot call cpp_ext)")
+        self.kernels = kernels
+        if winograd_min_channels == "auto":
+            winograd_min_channels = KERNEL_WINOGRAD_MIN_CHANNELS if kernels else DEFAULT_WINOGRAD_MIN_CHANNELS
         check_plannable(synthesis)
         if upsample not in ("gemm", "transpose"):
             raise ConfigError(f"upsample must be 'gemm' or 'transpose', got {upsample!r}")
@@ -223,8 +243,8 @@ class FastSynthesis(nn.Module):
         self.num_ws, self.w_dim = synthesis.num_ws, synthesis.w_dim
         self.img_resolution, self.img_channels = synthesis.img_resolution, synthesis.img_channels
         self.resolutions = list(synthesis.block_resolutions)
-        self.register_buffer("const", synthesis.b4.const.detach().float()[None])
-        f = synthesis.b4.resample_filter.detach().float()
+        self.register_buffer("const", synthesis.b4.const.detach().float().clone()[None])
+        f = synthesis.b4.resample_filter.detach().float().clone()
         self.register_buffer("img_filter", f)
         self.plan: list[str] = []
         self.blocks = nn.ModuleList()
@@ -235,7 +255,7 @@ class FastSynthesis(nn.Module):
                 if hasattr(block, name):
                     layer = getattr(block, name)
                     mods[name] = self._plan_layer(layer, winograd_min_channels, winograd_min_resolution,
-                                                  upsample, fir)
+                                                  upsample, fir, kernels)
                     self.plan.append(f"b{block.resolution}.{name}: {mods[name].kind}")
             if block.has_torgb:
                 mods["torgb"] = _ToRGB(block.torgb)
@@ -245,13 +265,13 @@ class FastSynthesis(nn.Module):
 
     @staticmethod
     def _plan_layer(layer: SynthesisLayer, min_channels: int | None, min_resolution: int, upsample: str,
-                    fir: str) -> nn.Module:
+                    fir: str, kernels: bool) -> nn.Module:
         o, i = layer.weight.shape[:2]
         if layer.up == 2:
             return _Conv(layer, "upsample", fir) if upsample == "gemm" else _TransposeConv(layer, fir)
         if (min_channels is not None and min(o, i) >= min_channels and layer.resolution >= min_resolution
                 and layer.resolution % 4 == 0):
-            return _Conv(layer, "winograd")
+            return _Conv(layer, "winograd", kernels=kernels)
         return _Conv(layer, "direct")
 
     def forward(self, ws: torch.Tensor) -> torch.Tensor:

@@ -69,9 +69,13 @@ def test_ort_cpu_equals_pytorch(G, synthesis_onnx, batch):
     assert (out - ref).abs().max() / ref.abs().max() < 1e-4
 
 
-def test_torch_cpu_engine_and_w_broadcast(G):
+def test_torch_cpu_engine_and_w_broadcast(G, monkeypatch):
+    import stylemotion.engines.factory as factory
+
+    monkeypatch.setattr(factory, "cpu_flags", lambda: {"avx2", "fma"})  # an AVX2 CPU: PyTorch's fast plan
     engine = open_engine(G, device="cpu")
     assert engine.info.backend == "torch" and "no synthesis.onnx given" in engine.info.detail
+    assert "fast plan" in engine.info.detail
     assert "tensorrt" in engine.info.detail  # says why TensorRT was passed over
     w = G.mapping(torch.randn(2, G.z_dim))[:, 0]
     ref = reference(G, w[:, None].expand(-1, G.num_ws, -1))
