@@ -241,15 +241,11 @@ def candidates(G, device: str, backends, precisions, workdir: Path, threads: int
         return build
 
     if not cuda:
-        # The baseline runs first, with malloc as the official code has it; the fast plan's engine then makes
-        # glibc keep freed memory (process-wide), and the third row shows what that alone does to the official form.
         out.append(Candidate("torch eager, official form (baseline)", "torch", "fp32",
-                             lambda: TorchEngine(G, device="cpu", plan="reference", retain_memory=False,
-                                                 detail="baseline"), baseline=True))
+                             lambda: TorchEngine(G, device="cpu", plan="reference", detail="baseline"),
+                             baseline=True))
         out.append(Candidate("torch eager, fast CPU plan", "torch", "fp32",
                              lambda: open_engine(G, backend="torch", device="cpu", plan="fast")))
-        out.append(Candidate("torch eager, official form, freed memory kept", "torch", "fp32",
-                             lambda: TorchEngine(G, device="cpu", plan="reference")))
         for graph, spec_fn in (("reference graph", synthesis_spec), ("fast CPU plan graph", synthesis_cpu_spec)):
             make = exported(spec_fn)
             out.append(Candidate(f"onnxruntime, {graph}", "onnxruntime", "fp32",
@@ -358,7 +354,16 @@ class Settings:
 
 
 def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
-    """Run the sweep; returns the result dict (also written to ``settings.out``)."""
+    """Run the sweep; returns the result dict (also written to ``settings.out``).
+
+    Every engine of a model is built first (build time and memory taken then), and then, batch size by batch
+    size, the engines are timed **round-robin**: one run of each in turn, the order rotated every round, until
+    each has its runs. A machine whose speed drifts (a shared VM, turbo, another process) slows every row alike,
+    so the ratios between rows hold even where absolute figures wander. The CPU rows run under one allocator
+    policy (glibc keeps freed memory: ``_malloc.py``), the baseline too, so a speed-up is the engine's own; the
+    one row timed before that policy, ``official form, default malloc``, shows what the policy alone is worth."""
+    from ._malloc import retain_freed_memory
+
     device = settings.device
     for b in settings.batches:
         if b < 1:
@@ -384,8 +389,51 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
             ws_all = {b: G.mapping(torch.randn(b, G.z_dim, generator=gen), truncation_psi=0.7) for b in settings.batches}
             refs = {b: G.synthesis(ws, noise_mode="const") for b, ws in ws_all.items()}
         workdir = Path(tempfile.mkdtemp(prefix="stylemotion-bench-"))
-        fp32_outputs: dict[tuple[str, int], torch.Tensor] = {}
-        fastest = None
+
+        def timed_row(cand: Candidate, eng, batch: int, times: list[float], build_s: float, peak) -> dict:
+            out = eng.run(ws_all[batch].to(eng.info.device)).float().cpu()
+            sync(device)
+            med = statistics.median(times)
+            row = {"model": model, "row": cand.name, "backend": cand.backend, "precision": cand.precision,
+                   "baseline": cand.baseline, "batch": batch, "runs": len(times),
+                   "ms_per_batch": med * 1e3, "ms_p10": percentile(times, 10) * 1e3,
+                   "ms_p90": percentile(times, 90) * 1e3, "images_per_s": batch / med,
+                   "gflop_per_image": flops / 1e9,
+                   "fraction_of_peak": (flops * batch / med) / peaks[cand.precision] if peaks.get(cand.precision)
+                   else None, "build_s": build_s, "detail": eng.info.detail,
+                   "max_abs_err_vs_fp32_reference": (out - refs[batch].cpu()).abs().max().item()}
+            if batch == 1:
+                row["latency_ms_p50"] = percentile(times, 50) * 1e3
+                row["latency_ms_p99"] = percentile(times, 99) * 1e3
+            if peak is not None:
+                row["peak_mem_mib"] = peak
+            if cand.precision != "fp32":
+                row["psnr_db_vs_fp32"] = psnr(out, refs[batch])
+            return row
+
+        def report(row: dict) -> None:
+            rows.append(row)
+            log(f"{model} | {row['row']} | {row['precision']} | batch {row['batch']}: {row['images_per_s']:.3f} "
+                f"images/s, {row['ms_per_batch']:.1f} ms/batch (p10-p90 {row['ms_p10']:.1f}-{row['ms_p90']:.1f}, "
+                f"{row['runs']} runs)" + (f", PSNR {row['psnr_db_vs_fp32']:.1f} dB" if "psnr_db_vs_fp32" in row else ""))
+
+        from . import _malloc
+
+        if device == "cpu" and "torch" in settings.backends and not _malloc._state.get("applied"):
+            # Before the allocator policy (process-wide, once): the official form as a fresh process runs it.
+            from .engines.torch_engine import TorchEngine
+
+            eng = TorchEngine(G, device="cpu", plan="reference", retain_memory=False, detail="default malloc")
+            cand = Candidate("torch eager, official form, default malloc", "torch", "fp32", None)
+            for batch in settings.batches:
+                times = time_runs(eng, ws_all[batch], device=device, warmup=settings.warmup, iters=settings.iters,
+                                  min_seconds=settings.min_seconds)
+                report(timed_row(cand, eng, batch, times, 0.0, None))
+            del eng
+        if device == "cpu":
+            retain_freed_memory()
+
+        built: list[tuple[Candidate, object, float, float | None]] = []
         for cand in candidates(G, device, settings.backends, settings.precisions, workdir, settings.threads):
             if cand.build is None:
                 unavailable.append({"model": model, "row": cand.name, "backend": cand.backend,
@@ -393,54 +441,46 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
                 log(f"{model} | {cand.name}: not available: {cand.reason}")
                 continue
             reset_peak_rss()
+            if device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
             try:
                 engine = cand.build()
+                if isinstance(engine, _StaticBatch):
+                    for batch in settings.batches:
+                        engine.for_batch(batch)
+                for batch in settings.batches:  # the first run (and memory) of every batch size, outside timing
+                    eng = engine.for_batch(batch) if isinstance(engine, _StaticBatch) else engine
+                    if batch <= eng.info.max_batch:
+                        eng.run(ws_all[batch].to(eng.info.device))
+                sync(device)
             except (EngineError, MissingDependencyError, StylemotionError) as exc:
                 unavailable.append({"model": model, "row": cand.name, "backend": cand.backend,
                                     "precision": cand.precision, "reason": str(exc)})
                 log(f"{model} | {cand.name}: not available: {exc}")
                 continue
             build_s = time.perf_counter() - t0
-            for batch in settings.batches:
-                eng = engine.for_batch(batch) if isinstance(engine, _StaticBatch) else engine
-                extra_build = engine.build_seconds if isinstance(engine, _StaticBatch) else 0.0
-                ws = ws_all[batch].to(eng.info.device)
-                if batch > eng.info.max_batch:
-                    continue
-                times = time_runs(eng, ws, device=device, warmup=settings.warmup, iters=settings.iters,
-                                  min_seconds=settings.min_seconds)
-                out = eng.run(ws).float().cpu()
-                sync(device)
-                med = statistics.median(times)
-                row = {"model": model, "row": cand.name, "backend": cand.backend, "precision": cand.precision,
-                       "baseline": cand.baseline, "batch": batch, "runs": len(times),
-                       "ms_per_batch": med * 1e3, "ms_p10": percentile(times, 10) * 1e3,
-                       "ms_p90": percentile(times, 90) * 1e3, "images_per_s": batch / med,
-                       "gflop_per_image": flops / 1e9,
-                       "fraction_of_peak": (flops * batch / med) / peaks[cand.precision]
-                       if peaks.get(cand.precision) else None,
-                       "peak_precision": cand.precision if peaks.get(cand.precision) else None,
-                       "build_s": build_s + extra_build, "detail": eng.info.detail}
-                if batch == 1:
-                    row["latency_ms_p50"] = percentile(times, 50) * 1e3
-                    row["latency_ms_p99"] = percentile(times, 99) * 1e3
-                rss = peak_rss_mib()
-                if device.startswith("cuda"):
-                    row["peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
-                elif rss is not None:
-                    row["peak_mem_mib"] = rss
-                err = (out - refs[batch].cpu()).abs().max().item()
-                row["max_abs_err_vs_fp32_reference"] = err
-                if cand.precision != "fp32":
-                    row["psnr_db_vs_fp32"] = psnr(out, refs[batch])
-                rows.append(row)
-                log(f"{model} | {cand.name} | {cand.precision} | batch {batch}: {row['images_per_s']:.3f} images/s, "
-                    f"{med * 1e3:.1f} ms/batch (p10-p90 {row['ms_p10']:.1f}-{row['ms_p90']:.1f}, {len(times)} runs)"
-                    + (f", PSNR {row['psnr_db_vs_fp32']:.1f} dB" if "psnr_db_vs_fp32" in row else ""))
-                if batch == 1 and cand.precision == "fp32":
-                    fp32_outputs[(cand.name, batch)] = out
-            if settings.runtime and not settings.quick:
+            peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device.startswith("cuda") else peak_rss_mib()
+            log(f"{model} | {cand.name}: built in {build_s:.1f} s (including the first run of each batch size)")
+            built.append((cand, engine, build_s, peak))
+
+        for batch in settings.batches:
+            engines = [(c, e.for_batch(batch) if isinstance(e, _StaticBatch) else e, b, pk) for c, e, b, pk in built]
+            engines = [x for x in engines if batch <= x[1].info.max_batch]
+            times = round_robin([e for _, e, _, _ in engines], ws_all[batch], device=device, warmup=settings.warmup,
+                                iters=settings.iters, min_seconds=settings.min_seconds)
+            for (cand, eng, build_s, peak), t in zip(engines, times):
+                report(timed_row(cand, eng, batch, t, build_s, peak))
+
+        if settings.repeat_baseline:
+            consistency = _repeat_row(G, rows, model, ws_all, settings, log) or consistency
+        if settings.runtime:
+            fp32 = [(c, e) for c, e, _, _ in built if c.precision == "fp32"]
+            if settings.quick:  # the fastest fp32 engine at batch 1, offline only
+                best = max((r for r in rows if r["model"] == model and r["batch"] == min(settings.batches)
+                            and r["precision"] == "fp32"), key=lambda r: r["images_per_s"], default=None)
+                fp32 = [(c, e) for c, e in fp32 if best is not None and c.name == best["row"]]
+            for cand, engine in fp32:
                 streaming = engine.for_batch(1) if isinstance(engine, _StaticBatch) else engine
                 rt = _runtime_row(streaming, cand.name, G, model, settings, log)
                 runtime_rows.append(rt)
@@ -448,17 +488,7 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
                     if r["model"] == model and r["row"] == cand.name:
                         r["runtime_offline_fps"] = rt["offline_fps"]
                         r["runtime_realtime_latency_ms_p99"] = (rt.get("realtime_latency_ms") or {}).get("p99")
-            if cand.precision == "fp32" and not isinstance(engine, _StaticBatch):
-                best = max(r["images_per_s"] for r in rows if r["model"] == model and r["row"] == cand.name)
-                if fastest is None or best > fastest[0]:
-                    fastest = (best, cand.name, engine)
-            else:
-                del engine
-        if settings.repeat_baseline:
-            consistency = _repeat_row(G, rows, model, ws_all, settings, log) or consistency
-        if settings.runtime and settings.quick and fastest is not None:  # quick: the fastest engine, offline
-            runtime_rows.append(_runtime_row(fastest[2], fastest[1], G, model, settings, log))
-        fastest = None
+        del built
     _speedups(rows)
     result = {"device": device_name(device), "device_kind": device, "date": dt.datetime.now(dt.timezone.utc)
               .isoformat(timespec="seconds"), "environment": environment(device),
@@ -466,12 +496,45 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
               "settings": {"models": settings.models, "backends": settings.backends,
                            "precisions": settings.precisions, "batches": settings.batches, "iters": settings.iters,
                            "warmup": settings.warmup, "min_seconds": settings.min_seconds, "quick": settings.quick,
-                           "tag": settings.tag},
+                           "tag": settings.tag, "timing": "round-robin over the engines, order rotated each round"},
+              "allocator": "glibc keeps freed memory (stylemotion/_malloc.py) for every CPU row but "
+                           "'official form, default malloc'" if device == "cpu" else None,
               "baseline": "torch eager, official form (grouped modulated convolution, reference element-wise ops), "
                           "float32, same model and batch",
               "rows": rows, "not_available": unavailable, "runtime": runtime_rows, "consistency": consistency}
     write_outputs(settings.out, result, log)
     return result
+
+
+def round_robin(engines: list, ws: torch.Tensor, *, device: str, warmup: int, iters: int, min_seconds: float,
+                max_seconds: float = 30.0) -> list[list[float]]:
+    """Seconds per ``run`` of each engine, timed one run of each in turn (order rotated every round): at least
+    ``iters`` rounds and ``min_seconds`` per engine on average (at most 1000 rounds), cut short after
+    ``max_seconds`` per engine once 3 rounds are in. Each run is synchronised before the clock is read."""
+    inputs = [ws.to(e.info.device) for e in engines]
+    for e, x in zip(engines, inputs):
+        for _ in range(warmup):
+            e.run(x)
+    sync(device)
+    times: list[list[float]] = [[] for _ in engines]
+    start = time.perf_counter()
+    rounds = 0
+    n = max(len(engines), 1)
+    while True:
+        spent = (time.perf_counter() - start) / n
+        if rounds >= 3 and spent > max_seconds:
+            break
+        if rounds >= iters and (spent >= min_seconds or rounds >= 1000):
+            break
+        order = list(range(len(engines)))
+        k = rounds % n
+        for i in order[k:] + order[:k]:
+            t0 = time.perf_counter()
+            engines[i].run(inputs[i])
+            sync(device)
+            times[i].append(time.perf_counter() - t0)
+        rounds += 1
+    return times
 
 
 def _speedups(rows: list[dict]) -> None:

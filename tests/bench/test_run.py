@@ -58,8 +58,9 @@ def test_missing_backends_are_reported_never_timed(tmp_path, monkeypatch):
                           runtime=False, out=tmp_path), log=lambda m: None)
     check_schema(result, tmp_path)
     timed = {r["row"] for r in result["rows"]}
-    assert timed == {"torch eager, official form (baseline)", "torch eager, fast CPU plan",
-                     "torch eager, official form, freed memory kept"}
+    assert {"torch eager, official form (baseline)", "torch eager, fast CPU plan"} <= timed
+    assert timed <= {"torch eager, official form (baseline)", "torch eager, fast CPU plan",
+                     "torch eager, official form, default malloc"}  # the last only before the allocator policy
     reasons = {u["row"]: u["reason"] for u in result["not_available"]}
     assert "openvino is not installed (pip install 'stylemotion[openvino]')" in reasons["openvino, fast CPU plan"]
     assert "tensorrt package is not installed" in reasons["tensorrt fp16"]
