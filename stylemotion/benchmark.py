@@ -149,6 +149,18 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def rss_mib() -> float | None:
+    """The process's resident set now (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mib() -> float | None:
     try:
         with open("/proc/self/status") as f:
@@ -406,7 +418,7 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
                 row["latency_ms_p50"] = percentile(times, 50) * 1e3
                 row["latency_ms_p99"] = percentile(times, 99) * 1e3
             if peak is not None:
-                row["peak_mem_mib"] = peak
+                row["engine_peak_mib"] = peak
             if cand.precision != "fp32":
                 row["psnr_db_vs_fp32"] = psnr(out, refs[batch])
             return row
@@ -440,6 +452,7 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
                                     "precision": cand.precision, "reason": cand.reason})
                 log(f"{model} | {cand.name}: not available: {cand.reason}")
                 continue
+            before = (torch.cuda.memory_allocated() / 2 ** 20 if device.startswith("cuda") else rss_mib()) or 0.0
             reset_peak_rss()
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
@@ -460,7 +473,10 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
                 log(f"{model} | {cand.name}: not available: {exc}")
                 continue
             build_s = time.perf_counter() - t0
+            # The engine's own memory: the peak while building it and running each batch size once, above what the
+            # process held before (earlier engines stay resident for the round-robin timing).
             peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device.startswith("cuda") else peak_rss_mib()
+            peak = None if peak is None else max(peak - before, 0.0)
             log(f"{model} | {cand.name}: built in {build_s:.1f} s (including the first run of each batch size)")
             built.append((cand, engine, build_s, peak))
 
@@ -614,22 +630,26 @@ def markdown(result: dict) -> list[str]:
     lines = [f"# stylemotion bench: {result['device']}, {result['date']}", "",
              f"Matrix rate measured in the same run: {rate}. Speed-up: against the baseline row (torch eager, "
              "official grouped form) at the same model and batch. Fraction of peak counts the direct convolutions' "
-             "FLOPs, so a Winograd plan can exceed what its own multiplies would show.", "",
+             "FLOPs, so a Winograd plan can exceed what its own multiplies would show. Engine MiB: the peak memory "
+             "while building the engine and running each batch size once, above what the process held before. "
+             "Build s: export, conversion and compilation, never inside a timing.", "",
              "| model | engine | precision | batch | images/s | ms/batch (p10-p90) | speed-up | of peak | "
-             "latency p50/p99 ms | peak MiB | build s | error |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "latency p50/p99 ms | engine MiB | build s | error |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lat = (f"{r['latency_ms_p50']:.1f}/{r['latency_ms_p99']:.1f}" if "latency_ms_p50" in r else "")
         err = (f"{r['psnr_db_vs_fp32']:.1f} dB" if "psnr_db_vs_fp32" in r else f"{r['max_abs_err_vs_fp32_reference']:.1e}")
         frac = f"{r['fraction_of_peak']:.0%}" if r.get("fraction_of_peak") else ""
         lines.append(f"| {r['model']} | {r['row']} | {r['precision']} | {r['batch']} | {r['images_per_s']:.3f} | "
                      f"{r['ms_per_batch']:.1f} ({r['ms_p10']:.1f}-{r['ms_p90']:.1f}) | "
-                     f"{r['speedup']:.2f}x | {frac} | {lat} | {r.get('peak_mem_mib', 0):.0f} | "
+                     f"{r['speedup']:.2f}x | {frac} | {lat} | {r.get('engine_peak_mib', 0):.0f} | "
                      f"{r['build_s']:.1f} | {err} |")
     for u in result["not_available"]:
         lines.append(f"\n{u['model']} | {u['row']}: not available: {u['reason']}")
     for rt in result["runtime"]:
-        live = (f"; realtime {rt['realtime_fps']:.2f} fps at target {rt['realtime_fps_target']:.2f}, latency "
-                f"{rt['realtime_latency_ms']}" if "realtime_fps" in rt else "")
+        lat = rt.get("realtime_latency_ms") or {}
+        live = (f"; realtime {rt['realtime_fps']:.2f} fps at target {rt['realtime_fps_target']:.2f}, frame latency "
+                f"p50 {lat.get('p50', float('nan')):.0f} / p99 {lat.get('p99', float('nan')):.0f} ms"
+                if "realtime_fps" in rt else "")
         lines.append(f"\nRuntime end to end ({rt['model']}, {rt['engine']}, batch {rt['batch']}): offline "
                      f"{rt['offline_fps']:.2f} frames/s{live}")
     c = result.get("consistency")
