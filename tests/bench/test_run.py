@@ -82,7 +82,7 @@ def test_quick_run_of_the_script_on_a_tiny_model(tmp_path):
     if importlib.util.find_spec("openvino") and importlib.util.find_spec("onnxscript"):
         assert {"openvino, official graph", "openvino, fast CPU plan"} <= names
     if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
-        assert {"onnxruntime, reference graph", "onnxruntime, fast CPU plan graph"} <= names
+        assert "onnxruntime, reference graph" in names  # --quick leaves out the CPU plan's graph
     assert "not available: " in proc.stdout
 
 
