@@ -64,7 +64,7 @@ def build(*, cuda: bool | None = None, build_dir: str | os.PathLike | None = Non
     sources = [str(SOURCE_DIR / n) for n in CPU_SOURCES + (CUDA_SOURCES if cuda else ())]
     defines = ["-DSTYLEMOTION_WITH_CUDA"] if cuda else []
     try:
-        cpp_extension.load(name=name, sources=sources, extra_cflags=CFLAGS + defines, extra_ldflags=LDFLAGS,
+        cpp_extension.load(name=name, sources=sources, extra_cflags=CFLAGS + defines, extra_ldflags=list(LDFLAGS),
                            extra_cuda_cflags=CUDA_FLAGS + defines, extra_include_paths=[str(SOURCE_DIR)],
                            build_directory=str(folder), is_python_module=False, with_cuda=cuda, verbose=verbose)
     except (RuntimeError, OSError, ImportError) as exc:  # compiler errors come back as RuntimeError
