@@ -39,7 +39,7 @@ setup(
         "onnx": ["onnx>=1.15", "onnxscript>=0.2", "onnxruntime>=1.17"],  # export and verify (CPU)
         "gpu": ["onnx>=1.15", "onnxscript>=0.2", "onnxruntime-gpu>=1.17"],  # instead of "onnx", never with it
         "tensorrt": ["tensorrt>=10.0", "onnx>=1.15", "onnxscript>=0.2"],
-        "ray": ["ray>=2.9"],
+        "ray": ["ray[data]>=2.51"],  # render-batch --ray (Ray Data actor pools)
         "openvino": ["openvino>=2024.0"],  # the OpenVINO engine (CPU): fp32, and bf16 where the CPU has it
         "server": ["aiohttp>=3.9"],  # stylemotion serve
         "camera": ["pyvirtualcam>=0.11"],  # stylemotion serve --virtual-camera

@@ -274,6 +274,29 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--cache", default=None, help="cache folder (default $STYLEMOTION_CACHE_DIR or ~/.cache/stylemotion)")
     bd.set_defaults(func=c.cmd_build)
 
+    rb = sub.add_parser("render-batch", help="render many videos from a jobs file (CSV / JSON lines), each exactly "
+                        "once, here or across a Ray cluster")
+    rb.add_argument("jobs", help="CSV or JSON lines: id, seed|latents, script|predict+lstm, [fps, seconds, interp, "
+                    "coeff, transition, trunc]")
+    rb.add_argument("--out", required=True, help="folder for <id>.mp4 and manifest.jsonl (a rerun resumes)")
+    rb.add_argument("--ckpt", default="ffhq-256", help="generator checkpoint or built-in name (default ffhq-256)")
+    rb.add_argument("--directions", default="random", help=DIRECTIONS_HELP)
+    rb.add_argument("--space", choices=["z", "w", "w+"], default=None, help=SPACE_HELP)
+    rb.add_argument("--ray", default=None, metavar="ADDRESS",
+                    help="run on Ray: 'local' (this machine), 'auto' (the cluster this node belongs to) or an "
+                         "address; without it the jobs run in this process")
+    rb.add_argument("--actors", type=int, default=1, help="Ray actors, each with its own engine (default 1)")
+    rb.add_argument("--gpus-per-actor", type=float, default=0.0)
+    rb.add_argument("--cpus-per-actor", type=float, default=1.0)
+    rb.add_argument("--retries", type=int, default=2, help="attempts after a job's first failure (default 2)")
+    rb.add_argument("--max-restarts", type=int, default=2, help="restarts of a dead Ray actor (default 2)")
+    rb.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads per worker")
+    rb.add_argument("--batch", type=int, default=None, help="frames per engine call")
+    rb.add_argument("--quiet", action="store_true", help="no progress bar")
+    rb.add_argument("--device", default="auto")
+    _engine_args(rb)
+    rb.set_defaults(func=c.cmd_render_batch)
+
     be = sub.add_parser("bench", help="every engine side by side: images/s, latency, memory, speed-up (bench/run.py)")
     from .benchmark import add_arguments
 

@@ -369,6 +369,27 @@ def _batch_profile(text: str):
     return BatchProfile(lo, opt, hi)
 
 
+def cmd_render_batch(args: argparse.Namespace) -> int:
+    from .runtime.batch import Settings, render_batch
+
+    if args.directions == "random":
+        print("note: --directions random: seeded RANDOM directions (demo only)", file=sys.stderr)
+    if args.actors < 1 or args.retries < 0 or args.max_restarts < 0:
+        raise ConfigError("--actors must be >= 1, --retries and --max-restarts >= 0")
+    options = _engine_options(args)
+    settings = Settings(ckpt=args.ckpt, directions=args.directions, space=args.space, backend=options["backend"],
+                        device=options.get("device"), precision=options.get("precision"),
+                        onnx=options.get("onnx_path"), batch=args.batch, threads=args.threads, retries=args.retries)
+    result = render_batch(args.jobs, args.out, settings, ray_address=args.ray, actors=args.actors,
+                          gpus_per_actor=args.gpus_per_actor, cpus_per_actor=args.cpus_per_actor,
+                          max_restarts=args.max_restarts, progress=not args.quiet)
+    print(f"{result.rendered} rendered, {result.skipped} already complete, {len(result.failed)} failed "
+          f"in {result.seconds:.1f} s; manifest {result.manifest}")
+    for job_id in result.failed:
+        print(f"failed: {job_id} (its error is in the manifest)", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .benchmark import run, settings_from_args
 
