@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--lstm", default=None, help="sample sequences from this LSTM (default: uniform random)")
     ev.add_argument("--batch", type=int, default=None)
     ev.add_argument("--out", default="out/eval")
+    ev.add_argument("--ray", default=None, metavar="ADDRESS",
+                    help="spread the videos over Ray actors: 'local', 'auto' or an address (render-batch's pool)")
+    ev.add_argument("--actors", type=int, default=1, help="with --ray: actors, each with its own engine")
     ev.add_argument("--device", default="auto")
     _engine_args(ev)
     ev.add_argument("--quiet", action="store_true")

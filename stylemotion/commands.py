@@ -340,7 +340,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     modes = args.modes.split(",")
     table = evaluate(G, directions, videos=args.videos, emotions_per_video=args.emotions, seconds=args.seconds,
                      fps=args.fps, modes=modes, lstm=load_lstm(args.lstm) if args.lstm else None,
-                     batch=args.batch, progress=not args.quiet, **options)
+                     batch=args.batch, progress=not args.quiet, ray_address=args.ray, actors=args.actors, **options)
     lines = [f"# ACD over {args.videos} videos ({args.ckpt}, {args.fps:g} fps, {args.emotions} emotions x "
              f"{args.seconds:g} s)", "", "| videos | ACD (pixels) | latent acceleration (RMS) |", "|---|---|---|"]
     lines += [f"| {name} | {r['acd_mean']:.5f} +/- {r['acd_std']:.5f} | {r['accel_mean']:.4f} +/- "

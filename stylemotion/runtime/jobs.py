@@ -87,16 +87,18 @@ def render_video(streamer: Streamer, *, out: str | os.PathLike | None, sheet: st
 def evaluate(G, directions, *, videos: int, emotions_per_video: int = 4, seconds: float = 1.0, fps: float = 10.0,
              modes: Sequence[str] = ("linear", "smooth"), transition: float = 0.5, coefficient: float = 3.0,
              truncation_psi: float = 0.7, lstm=None, batch: int | None = None, progress: bool = True,
-             **engine_options) -> dict[str, dict[str, float]]:
+             ray_address: str | None = None, actors: int = 1, **engine_options) -> dict[str, dict[str, float]]:
     """ACD and latent acceleration over ``videos`` random identities (seeds 0..N-1), per interpolation mode, and
     for a random latent walk with the same timing. Sequences come from ``lstm`` when given, else uniformly at
-    random (seeded). One engine renders every video. Returns ``{row: {acd_mean, acd_std, accel_mean,
-    accel_std}}``."""
+    random (seeded). Returns ``{row: {acd_mean, acd_std, accel_mean, accel_std}}``.
+
+    Without ``ray_address`` one engine here renders every video; with it (``"local"``, ``"auto"`` or an address)
+    Ray Data spreads the videos over ``actors`` actors, each with its own engine (the actor pool render-batch
+    uses). Each video's emotions are drawn here, in order, so both paths evaluate the same videos."""
     from tqdm.auto import tqdm
 
     from ..models.emotion_cnn import EMOTIONS
-    from ..pipeline.interpolate import MODES, build_segments
-    from ..pipeline.keyframes import ScriptItem
+    from ..pipeline.interpolate import MODES
     from ..pipeline.sequence import sample_emotions
 
     if videos < 1 or emotions_per_video < 1:
@@ -107,29 +109,83 @@ def evaluate(G, directions, *, videos: int, emotions_per_video: int = 4, seconds
     available = [EMOTIONS.index(e) for e in directions.emotions if e in EMOTIONS]
     if lstm is None and not available:
         raise ConfigError("the directions file has no FER-2013 emotions to draw from")
-    engine, G = open_model(G, **engine_options)
-    common = dict(directions=directions, fps=fps, transition=transition, intensity=coefficient,
-                  truncation_psi=truncation_psi, batch=batch, generator=G)
-    rows: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
-    rows["random walk"] = []
     rng = np.random.default_rng(0)
-    for v in tqdm(range(videos), desc="eval", unit="video", disable=not progress):
+    plans = []
+    for v in range(videos):
         if lstm is not None:
             ids = sample_emotions(lstm, [6], emotions_per_video + 1, temperature=0.8, seed=v)[1:]
         else:
             ids = rng.choice(available, emotions_per_video).tolist()
-        items = [ScriptItem(EMOTIONS[i], seconds) for i in ids]
-        for mode in modes:
-            r = render_video(stream(engine, script=items, seed=v, interp=mode, **common), out=None, progress=False)
-            rows[mode].append((r.acd, r.latent_acceleration))
-        segments = build_segments([i.seconds for i in items], fps, transition)
-        walk = random_walk_schedule(G, len(items) + 1, segments, seed=10_000 + v, truncation_psi=truncation_psi)
-        ws = walk.latents(0, walk.num_frames)
-        r = render_video(stream(engine, latents=ws, fps=fps, batch=batch, generator=G), out=None, progress=False)
-        rows["random walk"].append((r.acd, r.latent_acceleration))
+        plans.append({"video": v, "emotions": [EMOTIONS[int(i)] for i in ids]})
+    settings = dict(directions=directions, seconds=seconds, fps=fps, modes=list(modes), transition=transition,
+                    coefficient=coefficient, truncation_psi=truncation_psi, batch=batch, engine_options=engine_options)
+    rows: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+    rows["random walk"] = []
+    if ray_address is None:
+        evaluator = _VideoEvaluator(G, settings)
+        results = (evaluator.one(p) for p in tqdm(plans, desc="eval", unit="video", disable=not progress))
+    else:
+        results = _evaluate_on_ray(G, settings, plans, ray_address, actors)
+    for result in sorted(results, key=lambda r: r["video"]):
+        for name in rows:
+            rows[name].append((result[f"{name}/acd"], result[f"{name}/accel"]))
     out = {}
     for name, values in rows.items():
         a = np.array(values)
         out[name] = {"acd_mean": float(a[:, 0].mean()), "acd_std": float(a[:, 0].std()),
                      "accel_mean": float(a[:, 1].mean()), "accel_std": float(a[:, 1].std())}
     return out
+
+
+class _VideoEvaluator:
+    """One engine; renders one evaluation video per call (every mode, and the random walk) without writing it."""
+
+    def __init__(self, G, settings: dict):
+        self.settings = settings
+        self.engine, self.G = open_model(G, **settings["engine_options"])
+
+    def one(self, plan: dict) -> dict:
+        from ..pipeline.interpolate import build_segments
+        from ..pipeline.keyframes import ScriptItem
+
+        st, v = self.settings, int(plan["video"])
+        items = [ScriptItem(str(e), st["seconds"]) for e in plan["emotions"]]
+        common = dict(directions=st["directions"], fps=st["fps"], transition=st["transition"],
+                      intensity=st["coefficient"], truncation_psi=st["truncation_psi"], batch=st["batch"],
+                      generator=self.G)
+        out = {"video": v}
+        for mode in st["modes"]:
+            r = render_video(stream(self.engine, script=items, seed=v, interp=mode, **common), out=None,
+                             progress=False)
+            out[f"{mode}/acd"], out[f"{mode}/accel"] = float(r.acd), float(r.latent_acceleration)
+        segments = build_segments([i.seconds for i in items], st["fps"], st["transition"])
+        walk = random_walk_schedule(self.G, len(items) + 1, segments, seed=10_000 + v,
+                                    truncation_psi=st["truncation_psi"])
+        ws = walk.latents(0, walk.num_frames)
+        r = render_video(stream(self.engine, latents=ws, fps=st["fps"], batch=st["batch"], generator=self.G),
+                         out=None, progress=False)
+        out["random walk/acd"], out["random walk/accel"] = float(r.acd), float(r.latent_acceleration)
+        return out
+
+
+class _RayEvaluator:
+    def __init__(self, G, settings: dict):
+        self.evaluator = _VideoEvaluator(G, settings)
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [self.evaluator.one({"video": batch["video"][i], "emotions": list(batch["emotions"][i])})
+                for i in range(len(batch["video"]))]
+        return {k: [r[k] for r in rows] for k in rows[0]}
+
+
+def _evaluate_on_ray(G, settings: dict, plans: list[dict], address: str, actors: int) -> list[dict]:
+    from .._optional import require
+
+    ray = require("ray", extra="ray")
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address, ignore_reinit_error=True, log_to_driver=False)
+    ds = ray.data.from_items(plans).map_batches(
+        _RayEvaluator, fn_constructor_kwargs={"G": G, "settings": settings},
+        compute=ray.data.ActorPoolStrategy(size=actors), batch_size=1, num_cpus=1,
+        ray_remote_args_fn=lambda: {"max_restarts": 2, "max_task_retries": 2})
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in ds.iter_rows()]

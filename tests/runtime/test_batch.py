@@ -193,3 +193,19 @@ def test_killing_an_actor_mid_run_still_gives_every_video_once(ray_cluster, ckpt
         assert ffprobe_frames(out / f"{j.id}.mp4") == 30
     render_batch(todo, out, settings(ckpt), progress=False, log=lambda m: None)
     assert not list(out.glob(".*.partial.mp4"))
+
+
+@pytest.mark.slow
+def test_eval_on_ray_equals_in_process(ray_cluster):
+    from stylemotion.pipeline.directions import random_directions
+    from stylemotion.runtime.jobs import evaluate
+
+    G = make_generator(img_resolution=32, channel_base=512, channel_max=32, z_dim=32, w_dim=32)
+    dirs = random_directions(G.w_dim, seed=1)
+    kw = dict(videos=4, emotions_per_video=2, seconds=0.4, fps=10, progress=False, device="cpu")
+    here = evaluate(G, dirs, **kw)
+    there = evaluate(G, dirs, ray_address="local", actors=2, **kw)
+    assert here.keys() == there.keys() == {"linear", "smooth", "random walk"}
+    for row in here:
+        for k, v in here[row].items():
+            assert there[row][k] == pytest.approx(v, rel=1e-6, abs=1e-9), (row, k)
