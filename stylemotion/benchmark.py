@@ -29,7 +29,7 @@ import platform
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -149,27 +149,26 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def rss_mib() -> float | None:
-    """The process's resident set now (Linux)."""
+def _status_mib(key: str) -> float | None:
+    """A ``/proc/self/status`` memory figure (``VmRSS``, ``VmHWM``) in MiB; None where there is none."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
+
+
+def rss_mib() -> float | None:
+    """The process's resident set now."""
+    return _status_mib("VmRSS")
 
 
 def peak_rss_mib() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+    """The process's peak resident set since the last ``reset_peak_rss``."""
+    return _status_mib("VmHWM")
 
 
 # ---------------------------------------------------------------- engines to time
@@ -185,26 +184,15 @@ class Candidate:
     build: Callable[[], object] | None  # -> engine; None when unavailable
     reason: str | None = None  # why it is not available
     baseline: bool = False
-    static_batch: bool = False  # the engine is built per batch size (the official graph)
-    notes: list[str] = field(default_factory=list)
-
-
-class _OfficialForm(torch.nn.Module):
-    """The synthesis network in NVlabs' official inference form: grouped per-sample weights, reference ops."""
-
-    def __init__(self, G):
-        super().__init__()
-        self.G = G
-
-    def forward(self, ws):
-        return self.G.synthesis(ws, noise_mode="const", precision="fp32", fused_modconv=True)
 
 
 def export_official_graph(G, batch: int, folder: Path) -> Path:
     """The official form exported as a user would export NVlabs' generator: dynamo, opset 18, fixed batch (its
     grouped convolution has one group per sample, which a dynamic batch cannot express)."""
     path = folder / f"official-b{batch}.onnx"
-    module = _OfficialForm(copy.deepcopy(G).cpu().float().eval())
+    from .export.networks import OfficialSynthesis
+
+    module = OfficialSynthesis(copy.deepcopy(G).cpu().float().eval())
     ws = torch.zeros(batch, G.num_ws, G.w_dim)
     with torch.no_grad():
         torch.onnx.export(module, (ws,), str(path), dynamo=True, opset_version=18, input_names=["ws"],
@@ -217,13 +205,10 @@ class _StaticBatch:
 
     def __init__(self, make: Callable[[int], object]):
         self.make, self.engines, self.info = make, {}, None
-        self.build_seconds = 0.0
 
     def for_batch(self, batch: int):
         if batch not in self.engines:
-            t0 = time.perf_counter()
             self.engines[batch] = self.make(batch)
-            self.build_seconds = time.perf_counter() - t0
         self.info = self.engines[batch].info
         return self.engines[batch]
 
@@ -272,7 +257,7 @@ def candidates(G, device: str, backends, precisions, workdir: Path, threads: int
                              None if ov_reason else (lambda: _StaticBatch(lambda b: OpenVinoEngine(
                                  export_official_graph(G, b, workdir), synthesis_spec(G), threads=threads,
                                  max_batch=b))),
-                             reason=ov_reason, static_batch=True))
+                             reason=ov_reason))
         out.append(Candidate("openvino, fast CPU plan", "openvino", "fp32",
                              None if ov_missing else (lambda: open_engine(G, backend="openvino", threads=threads)),
                              reason=ov_missing))
@@ -402,7 +387,11 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
             ws_all = {b: G.mapping(torch.randn(b, G.z_dim, generator=gen), truncation_psi=0.7) for b in settings.batches}
-            refs = {b: G.synthesis(ws, noise_mode="const") for b, ws in ws_all.items()}
+        from .engines.torch_engine import TorchEngine
+
+        reference = TorchEngine(G, device="cpu", plan="reference", retain_memory=False)  # float32, the official form
+        refs = {b: reference.run(ws).clone() for b, ws in ws_all.items()}
+        del reference
         workdir = Path(tempfile.mkdtemp(prefix="stylemotion-bench-"))
 
         def timed_row(cand: Candidate, eng, batch: int, times: list[float], build_s: float, peak) -> dict:

@@ -22,6 +22,19 @@ class _Synthesis(nn.Module):
         return self.G.synthesis(ws, noise_mode="const", precision="fp32", fused_modconv=False)
 
 
+class OfficialSynthesis(nn.Module):
+    """ws -> images in NVlabs' official inference form (grouped per-sample weights, the reference element-wise ops):
+    the graph a user gets by exporting the official generator. Fixed batch only (one convolution group per
+    sample); the benchmark runs it on OpenVINO as the peer to beat."""
+
+    def __init__(self, G: Generator):
+        super().__init__()
+        self.G = G
+
+    def forward(self, ws: torch.Tensor) -> torch.Tensor:
+        return self.G.synthesis(ws, noise_mode="const", precision="fp32", fused_modconv=True)
+
+
 class _FastSynthesis(nn.Module):
     """ws -> images through the CPU inference plan (``FastSynthesis``, box-filter FIRs): the graph ONNX Runtime and
     OpenVINO run fastest on a CPU. Same function as ``_Synthesis`` to float32 rounding."""
