@@ -125,8 +125,13 @@ def test_export_leaves_nothing_half_written_on_signal(tmp_path, ckpt, sig):
     proc = start(["-m", "stylemotion", "export", str(ckpt), "--out", str(out), "--batch", "1:2:4"], tmp_path)
     code, err = interrupt_when(proc, lambda: any(out.glob(".export-*")), sig)
     # Inside torch's exporter a SIGINT is sometimes re-raised after our handler ran ("interrupted" printed), and
-    # the process then ends by the signal itself (-2); what matters is what it leaves on disk, checked below.
-    assert code == EXIT[sig] or (sig == signal.SIGINT and code == -signal.SIGINT and "interrupted" in err), err
+    # the process then ends by the signal itself (-2); and a SIGINT that lands in an import lock's callback is
+    # swallowed by Python ("Exception ignored ... KeyboardInterrupt"), so the export runs to the end. What matters
+    # is what it leaves on disk, checked below (a run that was not stopped must have left the whole set).
+    lost = code == 0 and "Exception ignored" in err and "KeyboardInterrupt" in err
+    assert code == EXIT[sig] or lost or (sig == signal.SIGINT and code == -signal.SIGINT and "interrupted" in err), err
+    if lost:
+        assert {p.name for p in out.glob("*.onnx")} >= {"synthesis.onnx", "mapping.onnx", "vgg16.onnx"}
     assert leftovers(tmp_path) == []
     for graph in out.glob("*.onnx"):  # whatever is there is a complete, checked set
         assert graph.with_suffix(".json").exists()
