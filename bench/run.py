@@ -17,7 +17,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -27,13 +26,15 @@ from stylemotion.benchmark import (TINY_MODEL, TINY_OVERRIDES, add_arguments, de
 
 
 def pick_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; a CUDA device asked for on a machine without CUDA is an
-    error here, not a crash later."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {device}: CUDA is not available here")
-    return device
+    """``stylemotion.benchmark.pick_device`` for the bench scripts: a CUDA device asked for where there is none
+    ends the script with its message."""
+    from stylemotion.benchmark import pick_device as pick
+    from stylemotion.errors import ConfigError
+
+    try:
+        return pick(device)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def write_results(out_dir: Path, stem: str, result: dict, lines: list[str]) -> None:

@@ -18,21 +18,18 @@ class _Synthesis(nn.Module):
         super().__init__()
         self.G = G
 
+    fused_modconv = False
+
     def forward(self, ws: torch.Tensor) -> torch.Tensor:
-        return self.G.synthesis(ws, noise_mode="const", precision="fp32", fused_modconv=False)
+        return self.G.synthesis(ws, noise_mode="const", precision="fp32", fused_modconv=self.fused_modconv)
 
 
-class OfficialSynthesis(nn.Module):
+class OfficialSynthesis(_Synthesis):
     """ws -> images in NVlabs' official inference form (grouped per-sample weights, the reference element-wise ops):
     the graph a user gets by exporting the official generator. Fixed batch only (one convolution group per
     sample); the benchmark runs it on OpenVINO as the peer to beat."""
 
-    def __init__(self, G: Generator):
-        super().__init__()
-        self.G = G
-
-    def forward(self, ws: torch.Tensor) -> torch.Tensor:
-        return self.G.synthesis(ws, noise_mode="const", precision="fp32", fused_modconv=True)
+    fused_modconv = True
 
 
 class _FastSynthesis(nn.Module):

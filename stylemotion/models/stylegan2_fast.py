@@ -142,6 +142,8 @@ class _Conv(nn.Module):
             self.register_buffer("at", torch.tensor(_AT, dtype=torch.float32))
         elif kind == "upsample":
             self.register_buffer("wc", upsample_conv_weight(weight))
+        elif kind == "transpose":
+            self.register_buffer("weight_t", weight.transpose(0, 1).contiguous())
         else:
             self.register_buffer("weight", weight.contiguous())
 
@@ -169,6 +171,8 @@ class _Conv(nn.Module):
             x = winograd_conv3x3(x, self.u, self.bt, self.at)
         elif self.kind == "upsample":
             x = fir4x4(F.pad(upsample_conv3x3(x, self.wc), [1, 0, 1, 0]), self.f, self.fir)
+        elif self.kind == "transpose":
+            x = fir4x4(F.pad(F.conv_transpose2d(x, self.weight_t, stride=2), [1, 1, 1, 1]), self.f, self.fir)
         else:
             x = F.conv2d(x, self.weight, padding=1)
         return self.epilogue(x, scale)
@@ -268,7 +272,7 @@ class FastSynthesis(nn.Module):
                     fir: str, kernels: bool) -> nn.Module:
         o, i = layer.weight.shape[:2]
         if layer.up == 2:
-            return _Conv(layer, "upsample", fir) if upsample == "gemm" else _TransposeConv(layer, fir)
+            return _Conv(layer, "upsample" if upsample == "gemm" else "transpose", fir)
         if (min_channels is not None and min(o, i) >= min_channels and layer.resolution >= min_resolution
                 and layer.resolution % 4 == 0):
             return _Conv(layer, "winograd", kernels=kernels)
@@ -294,22 +298,6 @@ class FastSynthesis(nn.Module):
                 y = mods["torgb"](x, ws[:, idx])
                 img = y if img is None else img + y
         return img
-
-
-class _TransposeConv(_Conv):
-    """The upsampling layer with the official transposed convolution (the FIR by box filters, constants folded)."""
-
-    def __init__(self, layer: SynthesisLayer, fir: str = "conv"):
-        super().__init__(layer, "direct", fir)
-        self.kind = "transpose"
-        self.register_buffer("weight_t", layer.weight.detach().float().transpose(0, 1).contiguous())
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        styles = self.affine(w)
-        scale = self.gain * (styles.square() @ self.wsq + 1e-8).rsqrt()
-        x = F.conv_transpose2d(x * styles[:, :, None, None], self.weight_t, stride=2)
-        x = fir4x4(F.pad(x, [1, 1, 1, 1]), self.f, self.fir)
-        return self.epilogue(x, scale)
 
 
 def fir_up2(img: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
