@@ -13,12 +13,15 @@ from typing import Sequence
 
 from . import __version__
 from . import commands as c
+from .checkpoints.bundled import DEFAULT_MODEL
 from .errors import StylemotionError
 from .interrupts import Terminated, sigterm_as_interrupt
 
 
 DIRECTIONS_HELP = ("a directions .npz; a folder of emotion_<name>.npy (stylegan-web latent_directions); "
-                   "InterFaceGAN boundaries as EMOTION=FILE.npy,...; or 'random' (demo only)")
+                   "InterFaceGAN boundaries as EMOTION=FILE.npy,...; or 'random' (demo only). Default for a "
+                   "bundled model (digiface-64): the directions it ships")
+CKPT_HELP = "generator checkpoint, or a model name: digiface-64 (bundled, trained) or ffhq-256/512/1024 (random weights)"
 SPACE_HELP = "latent space of the directions (default: the .npz's, or inferred: [18, 512] arrays are w+, vectors w)"
 
 
@@ -134,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     pe.set_defaults(func=c.cmd_predict_emotions)
 
     ed = sub.add_parser("edit", help="a strip of one identity moved along an emotion direction")
-    ed.add_argument("ckpt")
-    ed.add_argument("--directions", required=True, help=DIRECTIONS_HELP)
+    ed.add_argument("ckpt", help=CKPT_HELP)
+    ed.add_argument("--directions", default=None, help=DIRECTIONS_HELP)
     ed.add_argument("--space", choices=["z", "w", "w+"], default=None, help=SPACE_HELP)
     ed.add_argument("--emotion", required=True)
     ed.add_argument("--seed", type=int, default=0)
@@ -147,13 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     ed.set_defaults(func=c.cmd_edit)
 
     vid = sub.add_parser("video", help="render an emotion video: identity + keyframes + interpolation -> MP4")
-    vid.add_argument("ckpt")
-    vid.add_argument("--directions", required=True, help=DIRECTIONS_HELP)
+    vid.add_argument("ckpt", help=CKPT_HELP)
+    vid.add_argument("--directions", default=None, help=DIRECTIONS_HELP)
     vid.add_argument("--space", choices=["z", "w", "w+"], default=None, help=SPACE_HELP)
     src = vid.add_mutually_exclusive_group(required=True)
     src.add_argument("--script", help="emotion:seconds[:coefficient],... e.g. happy:2,surprise:1.5,neutral:1")
     src.add_argument("--predict", type=int, help="let the LSTM choose this many emotions (needs --lstm)")
-    vid.add_argument("--lstm", help="emotion LSTM for --predict")
+    vid.add_argument("--lstm", help="emotion LSTM for --predict (default for a bundled model: its own)")
     vid.add_argument("--seconds", type=float, default=1.0, help="seconds per predicted emotion (default 1)")
     vid.add_argument("--temperature", type=float, default=0.8)
     vid.add_argument("--seed", type=int, default=0, help="identity seed (and sampling seed)")
@@ -177,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     ac.set_defaults(func=c.cmd_acd)
 
     ev = sub.add_parser("eval", help="ACD table over many generated videos, per interpolation mode")
-    ev.add_argument("ckpt")
-    ev.add_argument("--directions", required=True, help=DIRECTIONS_HELP)
+    ev.add_argument("ckpt", help=CKPT_HELP)
+    ev.add_argument("--directions", default=None, help=DIRECTIONS_HELP)
     ev.add_argument("--space", choices=["z", "w", "w+"], default=None, help=SPACE_HELP)
     ev.add_argument("--videos", type=int, default=210)
     ev.add_argument("--emotions", type=int, default=4, help="emotions per video")
@@ -198,13 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("stream", help="stream an expression video through the runtime: realtime or offline, "
                         "to a file, PNG frames or raw RGB on stdout, with stats")
-    st.add_argument("ckpt")
-    st.add_argument("--directions", default=None, help=DIRECTIONS_HELP + " (without it: the identity, held)")
+    st.add_argument("ckpt", nargs="?", default=DEFAULT_MODEL, help=CKPT_HELP + f" (default {DEFAULT_MODEL})")
+    st.add_argument("--directions", default=None,
+                    help=DIRECTIONS_HELP + " (without it and without a bundled model: the identity, held)")
     st.add_argument("--space", choices=["z", "w", "w+"], default=None, help=SPACE_HELP)
     src = st.add_mutually_exclusive_group()
     src.add_argument("--script", help="emotion:seconds[:coefficient],... e.g. happy:2,surprise:1.5,neutral:1")
     src.add_argument("--lstm", help="follow the emotion LSTM (endless in realtime mode unless --predict N)")
-    st.add_argument("--predict", type=int, default=None, help="with --lstm: this many emotions, then the end")
+    st.add_argument("--predict", type=int, default=None,
+                    help="this many emotions from the LSTM, then the end (--lstm, or a bundled model's own)")
     st.add_argument("--seconds", type=float, default=1.0, help="seconds per predicted emotion (default 1)")
     st.add_argument("--temperature", type=float, default=0.8)
     st.add_argument("--seed", type=int, default=0, help="identity seed (and LSTM sampling seed)")
@@ -230,11 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=c.cmd_stream)
 
     sv = sub.add_parser("serve", help="a live page that steers a face, MJPEG streams, many streams on one engine")
-    sv.add_argument("ckpt")
+    sv.add_argument("ckpt", nargs="?", default=DEFAULT_MODEL, help=CKPT_HELP + f" (default {DEFAULT_MODEL})")
     sv.add_argument("--directions", default=None, help=DIRECTIONS_HELP)
     sv.add_argument("--space", choices=["z", "w", "w+"], default=None, help=SPACE_HELP)
     sv.add_argument("--script", default=None, help="what the default stream plays first")
-    sv.add_argument("--lstm", default=None, help="the emotion LSTM the page can follow")
+    sv.add_argument("--lstm", default=None,
+                    help="the emotion LSTM the page can follow (default for a bundled model: its own)")
     sv.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT (default loopback 127.0.0.1:8080)")
     sv.add_argument("--fps", type=float, default=30.0)
     sv.add_argument("--max-streams", type=int, default=8)
@@ -282,8 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("jobs", help="CSV or JSON lines: id, seed|latents, script|predict+lstm, [fps, seconds, interp, "
                     "coeff, transition, trunc]")
     rb.add_argument("--out", required=True, help="folder for <id>.mp4 and manifest.jsonl (a rerun resumes)")
-    rb.add_argument("--ckpt", default="ffhq-256", help="generator checkpoint or built-in name (default ffhq-256)")
-    rb.add_argument("--directions", default="random", help=DIRECTIONS_HELP)
+    rb.add_argument("--ckpt", default=DEFAULT_MODEL, help=CKPT_HELP + f" (default {DEFAULT_MODEL})")
+    rb.add_argument("--directions", default=None, help=DIRECTIONS_HELP)
     rb.add_argument("--space", choices=["z", "w", "w+"], default=None, help=SPACE_HELP)
     rb.add_argument("--ray", default=None, metavar="ADDRESS",
                     help="run on Ray: 'local' (this machine), 'auto' (the cluster this node belongs to) or an "
@@ -305,6 +311,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(be)
     be.set_defaults(func=c.cmd_bench)
+
+    ds = sub.add_parser("distill", help="train a StyleGAN2 student to reproduce the DCGAN face teacher "
+                        "(resumable: run again with the same --out to continue)")
+    ds.add_argument("--out", required=True, help="run folder: train-state.pt, progress.png, log.jsonl, "
+                    "generator.safetensors, report.json")
+    ds.add_argument("--teacher", default=None, help="DCGAN weights (default: gan_face_generate's weights.tar)")
+    ds.add_argument("--objective", choices=["recon", "adv", "both"], default="recon")
+    ds.add_argument("--kimg", type=float, default=180.0, help="thousands of teacher samples (default 180)")
+    ds.add_argument("--batch", type=int, default=32)
+    ds.add_argument("--lr", type=float, default=2e-3)
+    ds.add_argument("--fer-weight", type=float, default=0.1, help="weight of the FER emotion KL term")
+    ds.add_argument("--adv-weight", type=float, default=0.02, help="weight of the adversarial term for 'both'")
+    ds.add_argument("--minutes", type=float, default=None, help="stop (checkpointed) after this long")
+    ds.add_argument("--init", default=None, help="start from another run's train-state.pt (e.g. to fine-tune "
+                    "a recon run with another objective)")
+    ds.add_argument("--threads", type=int, default=None)
+    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--quiet", action="store_true")
+    ds.set_defaults(func=c.cmd_distill)
 
     en = sub.add_parser("engines", help="list the engines in the cache")
     en.add_argument("--cache", default=None)

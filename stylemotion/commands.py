@@ -263,13 +263,35 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def _directions_for(G, args: argparse.Namespace):
-    """``--directions`` (a .npz, a folder of .npy, EMOTION=FILE.npy pairs, or 'random') in ``--space``."""
+    """``--directions`` (a .npz, a folder of .npy, EMOTION=FILE.npy pairs, or 'random') in ``--space``; left out,
+    a bundled model's own."""
+    from .checkpoints.bundled import BUNDLED_MODELS, bundled_file, bundled_name
     from .pipeline.directions import load_directions
 
+    if args.directions is None:
+        name = bundled_name(G)
+        if name is None:
+            raise ConfigError(f"--directions is required for {args.ckpt} (only bundled models ship their own: "
+                              f"{', '.join(BUNDLED_MODELS)}); 'random' gives seeded random directions for a demo")
+        return load_directions(bundled_file(name, "directions"), space=args.space, w_dim=G.w_dim)
     if args.directions == "random":
         print("note: --directions random: seeded random unit W directions (for demos; not learned emotions)",
               file=sys.stderr)
     return load_directions(args.directions, space=args.space, w_dim=G.w_dim)
+
+
+def _lstm_for(G, path: str | None, *, required: bool = True) -> str | None:
+    """``--lstm``, else a bundled model's own LSTM; without either, a ConfigError (or None if not required)."""
+    from .checkpoints.bundled import bundled_file, bundled_name
+
+    if path:
+        return path
+    name = bundled_name(G)
+    if name is not None:
+        return str(bundled_file(name, "lstm"))
+    if required:
+        raise ConfigError("--predict needs --lstm (the emotion LSTM from `stylemotion train-lstm`)")
+    return None
 
 
 def cmd_video(args: argparse.Namespace) -> int:
@@ -280,11 +302,10 @@ def cmd_video(args: argparse.Namespace) -> int:
     options = _engine_options(args)
     G = _load(args.ckpt, "cpu")
     directions = _directions_for(G, args)
-    if args.predict is not None and not args.lstm:
-        raise ConfigError("--predict needs --lstm (the emotion LSTM from `stylemotion train-lstm`)")
+    lstm = _lstm_for(G, args.lstm) if args.predict is not None else None
     # The script or the LSTM's predictions are planned by the runtime (one sampler for `video --predict` and live
     # streams); the script, the directions and the output are all checked before the first frame is rendered.
-    source = {"script": args.script} if args.script else {"lstm": args.lstm, "predict": args.predict}
+    source = {"script": args.script} if args.script else {"lstm": lstm, "predict": args.predict}
     streamer = stream(G, directions=directions, seed=args.seed, fps=args.fps, interp=args.interp,
                       transition=args.transition, intensity=args.coeff, truncation_psi=args.trunc,
                       temperature=args.temperature, seconds=args.seconds, batch=args.batch, **source, **options)
@@ -456,6 +477,38 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    import torch
+
+    from .atomic import atomic_path
+    from .checkpoints import save_generator
+    from .checkpoints.dcgan import load_dcgan
+    from .checkpoints.emotion_cnn import load_emotion_cnn
+    from .pipeline.distill import DistillConfig, Distiller, compare_to_teacher
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = DistillConfig(kimg=args.kimg, batch=args.batch, lr=args.lr, objective=args.objective,
+                        fer_weight=args.fer_weight, adv_weight=args.adv_weight, seed=args.seed)
+    teacher, classifier = load_dcgan(args.teacher), load_emotion_cnn()
+    run = Distiller(args.out, cfg, teacher=teacher, classifier=classifier, init=args.init)
+    print(f"distill: {run.step}/{cfg.total_steps} steps done in {args.out}", file=sys.stderr)
+    seconds = args.minutes * 60 if args.minutes else None
+    step = run.run(progress=not args.quiet, max_seconds=seconds)
+    if step < cfg.total_steps:
+        print(f"stopped at step {step}/{cfg.total_steps}; run the same command again to continue")
+        return 0
+    G = run.finished_student()
+    out = Path(args.out)
+    save_generator(G, out / "generator.safetensors")
+    report = compare_to_teacher(G, teacher, classifier)
+    with atomic_path(out / "report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out / 'generator.safetensors'}: held-out PSNR {report['psnr_mean']:.2f} dB (median "
+          f"{report['psnr_median']:.2f}), FER argmax agreement {report['fer_agreement']:.1%} on {report['n']} z")
+    return 0
+
+
 def cmd_engines(args: argparse.Namespace) -> int:
     from .engines.cache import EngineCache
 
@@ -471,6 +524,12 @@ def cmd_engines(args: argparse.Namespace) -> int:
               f"{key.get('precision')} batch {key.get('profile')} on {key.get('gpu')} "
               f"(sm {key.get('compute_capability')}), {e.get('bytes', '?')} bytes")
     return 0
+
+
+def _bundled(G) -> bool:
+    from .checkpoints.bundled import bundled_name
+
+    return bundled_name(G) is not None
 
 
 def _stats_line(stats: dict) -> str:
@@ -498,14 +557,12 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if args.mode is None:  # a file records every frame; a live output is paced
         args.mode = "offline" if (args.out or args.png) else "realtime"
     G = _load(args.ckpt, "cpu")
-    directions = _directions_for(G, args) if args.directions else None
+    directions = _directions_for(G, args) if args.directions or _bundled(G) else None
     source: dict = {}
     if args.script:
         source["script"] = args.script
-    elif args.lstm:
-        source.update(lstm=args.lstm, predict=args.predict)
-    elif args.predict is not None:
-        raise ConfigError("--predict needs --lstm (the emotion LSTM from `stylemotion train-lstm`)")
+    elif args.lstm or args.predict is not None:
+        source.update(lstm=_lstm_for(G, args.lstm), predict=args.predict)
     streamer = stream(G, directions=directions, seed=args.seed, fps=args.fps, mode=args.mode, interp=args.interp,
                       transition=args.transition, intensity=args.coeff, truncation_psi=args.trunc,
                       temperature=args.temperature, seconds=args.seconds, batch=args.batch,
@@ -560,8 +617,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--http {args.http!r}: expected HOST:PORT, e.g. 127.0.0.1:8080 ({exc})") from exc
     options = _engine_options(args)
     G = _load(args.ckpt, "cpu")
-    directions = _directions_for(G, args) if args.directions else None
-    server = build_server(G, directions=directions, script=args.script, lstm=args.lstm, config=config, seed=args.seed,
+    directions = _directions_for(G, args) if args.directions or _bundled(G) else None
+    server = build_server(G, directions=directions, script=args.script, lstm=_lstm_for(G, args.lstm, required=False), config=config, seed=args.seed,
                           max_batch=args.batch, interp=args.interp, transition=args.transition,
                           coefficient=args.coeff, truncation_psi=args.trunc, temperature=args.temperature,
                           seconds=args.seconds, **options)

@@ -10,6 +10,7 @@ format              what it is                                       how it is r
 ``state_dict``      ``torch.save(G_ema.state_dict())``               ``torch.load(weights_only=True)``
 ``rosinality``      rosinality ``.pt`` with ``g_ema``                ``torch.load(weights_only=True)``
 ``builtin``         ``ffhq-256`` / ``ffhq-512`` / ``ffhq-1024``      config-f with seeded random weights
+``bundled``         ``digiface-64``                                  trained, shipped in the package (safetensors)
 ==================  ===============================================  ==========================================
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from ..atomic import atomic_path
 from ..errors import CheckpointError, ConfigError, StylemotionError, UnsafeCheckpointError
 from ..models.stylegan2 import Generator, GeneratorConfig
+from .bundled import BUNDLED_MODELS, NOTES, bundled_file, is_bundled
 from .builtin import BUILTIN_CONFIGS, BUILTIN_SEED, W_AVG_SAMPLES, random_generator
 from .native import read_native, write_native
 from .network_pickle import generator_record, read_network_pickle
@@ -48,14 +50,16 @@ class CheckpointInfo:
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """``'builtin'``, ``'stylemotion'``, ``'torch'`` (a torch.save file: state dict or rosinality) or
+    """``'builtin'``, ``'bundled'``, ``'stylemotion'``, ``'torch'`` (a torch.save file: state dict or rosinality) or
     ``'network_pickle'``. Raises CheckpointError for a missing, empty or unrecognised file."""
     name = str(path)
     if name in BUILTIN_CONFIGS and not Path(name).exists():
         return "builtin"
+    if is_bundled(name):
+        return "bundled"
     p = Path(name)
     if not p.is_file():
-        hint = f" (built-in models: {', '.join(BUILTIN_CONFIGS)})"
+        hint = f" (built-in models: {', '.join(BUNDLED_MODELS + tuple(BUILTIN_CONFIGS))})"
         raise CheckpointError(f"{name}: no such file{hint}")
     with open(p, "rb") as f:
         head = f.read(16)
@@ -133,6 +137,10 @@ def _load(path, where: str, config, device) -> Generator:
                               notes=(f"{where} is a built-in config-f with seeded RANDOM weights (seed {BUILTIN_SEED}, "
                                      "nothing downloaded): images are not faces; pass a real checkpoint for faces",))
         return _finish(G, info, device)
+    if fmt == "bundled":
+        tensors, cfg = read_native(bundled_file(where, "generator"))
+        G = generator_from_state_dict(tensors, full or _overridden(cfg, overrides, where), where=where)
+        return _finish(G, CheckpointInfo("bundled", where, notes=(NOTES[where],)), device)
     if fmt == "stylemotion":
         tensors, cfg = read_native(path)
         G = generator_from_state_dict(tensors, full or _overridden(cfg, overrides, where), where=where)
