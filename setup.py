@@ -22,6 +22,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["stylemotion", "stylemotion.*"]),
+    # The bundled digiface-64 model: generator (fp16 safetensors), emotion directions, emotion LSTM, model card.
+    package_data={"stylemotion": ["data/*/*.safetensors", "data/*/*.npz", "data/*/*.md", "data/*/*.json"]},
     install_requires=[
         # Checkpoints load with torch.load(weights_only=True). That loader could run code before 2.6
         # (CVE-2025-32434) and could corrupt memory on crafted files before 2.10 (CVE-2026-24747).

@@ -103,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--quiet", action="store_true")
     lab.set_defaults(func=c.cmd_label)
 
+    ls = sub.add_parser("label-samples", help="label random faces of a face generator with the emotion classifier "
+                        "(the latents and labels `stylemotion directions` learns from)")
+    ls.add_argument("ckpt", help=CKPT_HELP)
+    ls.add_argument("--n", type=int, default=4000, help="faces to label (default 4000)")
+    ls.add_argument("--seed", type=int, default=0, help="first seed (faces use seeds SEED..SEED+N-1)")
+    ls.add_argument("--batch", type=int, default=64)
+    ls.add_argument("--classifier", default=None, help="emotion classifier HDF5 (default: fer's)")
+    ls.add_argument("--out", required=True, help="folder for latents.npz, labels.csv and labels.png")
+    ls.add_argument("--device", default="auto")
+    _engine_args(ls)
+    ls.add_argument("--quiet", action="store_true")
+    ls.set_defaults(func=c.cmd_label_samples)
+
     dirs = sub.add_parser("directions", help="learn one latent direction per emotion")
     dirs.add_argument("--latents", required=True, help="latents .npz from `stylemotion embed`")
     dirs.add_argument("--labels", required=True,
@@ -117,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     dirs.set_defaults(func=c.cmd_directions)
 
     tl = sub.add_parser("train-lstm", help="train the 4-layer emotion LSTM on labelled sequences")
-    tl.add_argument("sequences", help="sequences .jsonl from `stylemotion label`")
+    tl.add_argument("sequences", nargs="?", default=None, help="sequences .jsonl from `stylemotion label`")
+    tl.add_argument("--synthetic", type=int, default=None, metavar="N",
+                    help="train on N SYNTHETIC sequences (a hand-written transition model, 1 label/s) instead")
+    tl.add_argument("--emotions", default=None, help="with --synthetic: the emotions to use (default all)")
     tl.add_argument("--out", required=True, help="lstm .safetensors")
     tl.add_argument("--epochs", type=int, default=20)
     tl.add_argument("--window", type=int, default=32)
@@ -168,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     vid.add_argument("--batch", type=int, default=None)
     vid.add_argument("--out", default="out/video.mp4", help=".mp4 (H.264), .gif, or a folder for PNG frames")
     vid.add_argument("--sheet", default=None, help="contact sheet PNG (default OUT-sheet.png)")
+    vid.add_argument("--scale", type=int, default=1,
+                     help="enlarge the written frames this many times (Lanczos), e.g. 4 for a 64x64 model")
     vid.add_argument("--device", default="auto")
     _engine_args(vid)
     vid.add_argument("--quiet", action="store_true")
@@ -320,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--objective", choices=["recon", "adv", "both"], default="recon")
     ds.add_argument("--kimg", type=float, default=180.0, help="thousands of teacher samples (default 180)")
     ds.add_argument("--batch", type=int, default=32)
-    ds.add_argument("--lr", type=float, default=2e-3)
+    ds.add_argument("--lr", type=float, default=1e-2)
     ds.add_argument("--fer-weight", type=float, default=0.1, help="weight of the FER emotion KL term")
     ds.add_argument("--adv-weight", type=float, default=0.02, help="weight of the adversarial term for 'both'")
     ds.add_argument("--minutes", type=float, default=None, help="stop (checkpointed) after this long")

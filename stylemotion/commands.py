@@ -165,6 +165,19 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label_samples(args: argparse.Namespace) -> int:
+    from .checkpoints.emotion_cnn import load_emotion_cnn
+    from .pipeline.labeling import label_samples
+
+    options = _engine_options(args)
+    G = _load(args.ckpt, "cpu")
+    report = label_samples(G, load_emotion_cnn(args.classifier), args.out, n=args.n, seed=args.seed,
+                           batch=args.batch, progress=not args.quiet, **options)
+    print("argmax emotion of the classifier: " + ", ".join(f"{e} {f:.1%}" for e, f in report["fractions"].items()))
+    print(f"wrote {Path(args.out) / 'latents.npz'}, labels.csv and labels.png")
+    return 0
+
+
 def cmd_directions(args: argparse.Namespace) -> int:
     from .pipeline.directions import (condition, labels_from_csv, labels_from_folders, labels_from_sequences,
                                       learn_directions)
@@ -212,9 +225,16 @@ def cmd_directions(args: argparse.Namespace) -> int:
 def cmd_train_lstm(args: argparse.Namespace) -> int:
     from .models.emotion_lstm import LSTMConfig
     from .pipeline.labeling import read_sequences
-    from .pipeline.sequence import TrainConfig, runs_from_sequences, save_lstm, train_lstm
+    from .pipeline.sequence import TrainConfig, runs_from_sequences, save_lstm, synthetic_sequences, train_lstm
 
-    runs = runs_from_sequences(read_sequences(args.sequences))
+    if (args.sequences is None) == (args.synthetic is None):
+        raise ConfigError("give either a sequences .jsonl or --synthetic N")
+    if args.synthetic is not None:
+        print(f"note: training on {args.synthetic} SYNTHETIC sequences (not observed behaviour)", file=sys.stderr)
+        sequences = synthetic_sequences(args.synthetic, emotions=_emotion_list(args.emotions), seed=args.seed)
+    else:
+        sequences = read_sequences(args.sequences)
+    runs = runs_from_sequences(sequences)
     model, report = train_lstm(runs, model_config=LSTMConfig(hidden=args.hidden, layers=args.layers),
                                config=TrainConfig(epochs=args.epochs, window=args.window, lr=args.lr, seed=args.seed),
                                progress=not args.quiet)
@@ -265,33 +285,29 @@ def cmd_edit(args: argparse.Namespace) -> int:
 def _directions_for(G, args: argparse.Namespace):
     """``--directions`` (a .npz, a folder of .npy, EMOTION=FILE.npy pairs, or 'random') in ``--space``; left out,
     a bundled model's own."""
-    from .checkpoints.bundled import BUNDLED_MODELS, bundled_file, bundled_name
+    from .checkpoints.bundled import BUNDLED_MODELS, own_asset
     from .pipeline.directions import load_directions
 
     if args.directions is None:
-        name = bundled_name(G)
-        if name is None:
+        own = own_asset(G, "directions")
+        if own is None:
             raise ConfigError(f"--directions is required for {args.ckpt} (only bundled models ship their own: "
                               f"{', '.join(BUNDLED_MODELS)}); 'random' gives seeded random directions for a demo")
-        return load_directions(bundled_file(name, "directions"), space=args.space, w_dim=G.w_dim)
+        return load_directions(own, space=args.space, w_dim=G.w_dim)
     if args.directions == "random":
         print("note: --directions random: seeded random unit W directions (for demos; not learned emotions)",
               file=sys.stderr)
     return load_directions(args.directions, space=args.space, w_dim=G.w_dim)
 
 
-def _lstm_for(G, path: str | None, *, required: bool = True) -> str | None:
-    """``--lstm``, else a bundled model's own LSTM; without either, a ConfigError (or None if not required)."""
-    from .checkpoints.bundled import bundled_file, bundled_name
+def _lstm_for(G, path: str | None) -> str:
+    """``--lstm``, else a bundled model's own LSTM; without either, a ConfigError."""
+    from .checkpoints.bundled import own_asset
 
-    if path:
-        return path
-    name = bundled_name(G)
-    if name is not None:
-        return str(bundled_file(name, "lstm"))
-    if required:
+    own = path or own_asset(G, "lstm")
+    if own is None:
         raise ConfigError("--predict needs --lstm (the emotion LSTM from `stylemotion train-lstm`)")
-    return None
+    return str(own)
 
 
 def cmd_video(args: argparse.Namespace) -> int:
@@ -316,7 +332,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     print(f"{len(items)} keyframes ({', '.join(i.emotion for i in items)}), {streamer.planner.finite_frames} frames "
           f"at {args.fps:g} fps, {args.interp} interpolation; {streamer.engine.info.backend} "
           f"{streamer.engine.info.precision} on {streamer.engine.info.device}, batch {streamer.batch}")
-    result = render_video(streamer, out=args.out, sheet=sheet, progress=not args.quiet)
+    result = render_video(streamer, out=args.out, sheet=sheet, progress=not args.quiet, scale=args.scale)
     print(f"wrote {result.path} ({result.frames} frames) and {result.sheet}")
     print(f"ACD (pixels, RMS in [0,1]) {result.acd:.5f}; latent acceleration {result.latent_acceleration:.5f}; "
           f"rendered at {result.render_fps:.2f} frames/s")
@@ -526,12 +542,6 @@ def cmd_engines(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bundled(G) -> bool:
-    from .checkpoints.bundled import bundled_name
-
-    return bundled_name(G) is not None
-
-
 def _stats_line(stats: dict) -> str:
     lat, ctl = stats["latency_ms"], stats["control_latency_ms"]
     text = (f"{stats['frames']} frames, {stats['fps']:.1f} fps (target {stats['target_fps']:g}), latency p50/p95/p99 "
@@ -557,7 +567,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if args.mode is None:  # a file records every frame; a live output is paced
         args.mode = "offline" if (args.out or args.png) else "realtime"
     G = _load(args.ckpt, "cpu")
-    directions = _directions_for(G, args) if args.directions or _bundled(G) else None
+    directions = _directions_for(G, args) if args.directions else None  # the runtime takes a bundled model's own
     source: dict = {}
     if args.script:
         source["script"] = args.script
@@ -617,8 +627,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--http {args.http!r}: expected HOST:PORT, e.g. 127.0.0.1:8080 ({exc})") from exc
     options = _engine_options(args)
     G = _load(args.ckpt, "cpu")
-    directions = _directions_for(G, args) if args.directions or _bundled(G) else None
-    server = build_server(G, directions=directions, script=args.script, lstm=_lstm_for(G, args.lstm, required=False), config=config, seed=args.seed,
+    directions = _directions_for(G, args) if args.directions else None
+    server = build_server(G, directions=directions, script=args.script, lstm=args.lstm, config=config, seed=args.seed,
                           max_batch=args.batch, interp=args.interp, transition=args.transition,
                           coefficient=args.coeff, truncation_psi=args.trunc, temperature=args.temperature,
                           seconds=args.seconds, **options)

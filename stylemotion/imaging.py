@@ -11,6 +11,20 @@ from .atomic import atomic_path
 from .errors import ConfigError, ShapeError
 
 
+def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
+    """``frames [N, H, W, C] uint8`` enlarged ``factor`` times (Lanczos) for viewing; 1 returns them unchanged."""
+    if not isinstance(factor, int) or factor < 1:
+        raise ConfigError(f"the upscale factor must be a positive integer, got {factor!r}")
+    if factor == 1:
+        return frames
+    if frames.ndim != 4:
+        raise ShapeError(f"frames must be [N, H, W, C], got shape {list(frames.shape)}")
+    import cv2
+
+    n, h, w, _ = frames.shape
+    return np.stack([cv2.resize(f, (w * factor, h * factor), interpolation=cv2.INTER_LANCZOS4) for f in frames])
+
+
 def make_grid(frames: np.ndarray, *, cols: int | None = None, pad: int = 2, fill: int = 0) -> np.ndarray:
     """Tile ``frames [N, H, W, C] uint8`` into one ``[rows*(H+pad)-pad, cols*(W+pad)-pad, C]`` image."""
     if frames.ndim != 4 or frames.shape[0] == 0:

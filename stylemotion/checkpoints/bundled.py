@@ -40,3 +40,9 @@ def bundled_name(G) -> str | None:
     """The bundled model ``G`` was loaded as, or None."""
     info = getattr(G, "checkpoint_info", None)
     return info.path if info is not None and info.format == "bundled" else None
+
+
+def own_asset(G, asset: str) -> Path | None:
+    """``G``'s own ``directions`` / ``lstm`` when it is a bundled model, else None."""
+    name = bundled_name(G)
+    return bundled_file(name, asset) if name is not None else None

@@ -43,7 +43,7 @@ STATE_NAME = "train-state.pt"
 # Sized for real-time rendering on two CPU cores (about 0.47 GFLOP per 64x64 frame; the teacher needs 0.9): the
 # channel counts follow the teacher's (512 -> 64 over 4..32) at half width, with 32 channels at 64x64.
 DIGIFACE_CONFIG = GeneratorConfig(
-    z_dim=100, w_dim=256, img_resolution=64, mapping_layers=4, mapping_lr_multiplier=0.1,
+    z_dim=100, w_dim=256, img_resolution=64, mapping_layers=4, mapping_lr_multiplier=1.0,
     channels_per_res=((4, 256), (8, 256), (16, 128), (32, 64), (64, 32)),
 )
 
@@ -52,7 +52,7 @@ DIGIFACE_CONFIG = GeneratorConfig(
 class DistillConfig:
     kimg: float = 180.0  # thousands of teacher samples to train on
     batch: int = 32
-    lr: float = 2e-3
+    lr: float = 1e-2
     objective: str = "recon"
     lowres_weight: float = 1.0
     fer_weight: float = 0.1

@@ -178,3 +178,76 @@ def read_sequences(path: str | os.PathLike) -> list[EmotionSequence]:
     if not out:
         raise InputError(f"{where}: no sequences")
     return out
+
+
+def classify_crops(frames: np.ndarray, classifier: EmotionCNN, *, batch_size: int = 256) -> np.ndarray:
+    """Emotion probabilities ``[N, 7]`` of frames that are already face crops (a face generator's output):
+    ``[N, H, W, 3]`` uint8 RGB, turned grey with OpenCV as ``FaceDetector`` does and resized to the classifier's
+    64x64, without detection."""
+    cv2 = require("cv2", package="opencv-python-headless")
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ConfigError(f"frames must be [N, H, W, 3] uint8, got shape {list(frames.shape)} {frames.dtype}")
+    gray = np.stack([cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (INPUT_SIZE, INPUT_SIZE),
+                                interpolation=cv2.INTER_AREA) if f.shape[0] != INPUT_SIZE or f.shape[1] != INPUT_SIZE
+                     else cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames])
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(gray), batch_size):
+            out.append(classifier.probabilities(faces_to_input(torch.from_numpy(gray[start:start + batch_size]))))
+    return torch.cat(out).numpy()
+
+
+def label_samples(G, classifier: EmotionCNN, out: str | os.PathLike, *, n: int, seed: int = 0,
+                  batch: int = 64, progress: bool = True, **engine_options) -> dict:
+    """Label ``n`` random faces of a face generator (seeds ``seed .. seed+n-1``, no truncation) with the emotion
+    classifier: writes ``out/latents.npz`` (``ws``, ``z``, ``probabilities``), ``out/labels.csv``
+    (``frame_index,emotion``: the argmax) and ``out/labels.png`` (the 8 most confident faces per emotion), the
+    inputs of ``stylemotion directions``. Frames are rendered through the runtime."""
+    from ..imaging import make_grid, save_png
+    from ..models.stylegan2 import z_from_seed
+    from ..runtime.jobs import render_images
+    from .latents_io import write_latents
+
+    if n < 1:
+        raise ConfigError(f"n must be >= 1, got {n}")
+    out = Path(out)
+    z = torch.cat([z_from_seed(seed + i, G.z_dim) for i in range(n)])
+    with torch.no_grad():
+        ws = torch.cat([G.mapping(z[i:i + 1024]) for i in range(0, n, 1024)])
+    frames = render_images(G, ws, batch=batch, progress=progress, **engine_options)
+    probs = classify_crops(frames, classifier)
+    labels = probs.argmax(1)
+    write_latents(out / "latents.npz", ws=ws.numpy(), frame_index=np.arange(n), source=np.full(n, "samples"),
+                  loss=np.zeros(n), z=z.numpy(), probabilities=probs.astype(np.float32),
+                  seeds=np.arange(seed, seed + n))
+    with atomic_path(out / "labels.csv") as tmp:
+        tmp.write_text("frame_index,emotion\n" + "".join(f"{i},{EMOTIONS[k]}\n" for i, k in enumerate(labels)))
+    rows = []
+    for k in range(len(EMOTIONS)):
+        best = np.argsort(-probs[:, k])[:8]
+        rows.append(frames[best])
+    save_png(out / "labels.png", make_grid(np.concatenate(rows), cols=8))
+    counts = {e: int((labels == k).sum()) for k, e in enumerate(EMOTIONS)}
+    return {"n": n, "counts": counts, "fractions": {e: c / n for e, c in counts.items()}}
+
+
+def direction_effect(G, directions, classifier: EmotionCNN, emotion: str, *, seeds: Sequence[int],
+                     coefficient: float, truncation_psi: float = 0.7, batch: int = 64,
+                     **engine_options) -> dict:
+    """Does moving along ``emotion``'s direction make that emotion more likely? For each identity (a seed),
+    renders the ``-coefficient`` and ``+coefficient`` edits through the runtime and asks the classifier.
+    Returns the fraction of identities whose P(emotion) rises, the mean P at both ends and the mean rise."""
+    from ..models.stylegan2 import z_from_seed
+    from .keyframes import apply_direction
+
+    k = EMOTIONS.index(emotion)
+    direction = directions[emotion]
+    ws = torch.cat([apply_direction(G, z_from_seed(s, G.z_dim), direction, directions.space,
+                                    [-coefficient, coefficient], truncation_psi=truncation_psi) for s in seeds])
+    from ..runtime.jobs import render_images
+
+    probs = classify_crops(render_images(G, ws, batch=batch, progress=False, **engine_options), classifier)
+    low, high = probs[0::2, k], probs[1::2, k]
+    return {"emotion": emotion, "identities": len(seeds), "coefficient": coefficient,
+            "truncation_psi": truncation_psi, "rises": float((high > low).mean()),
+            "p_low": float(low.mean()), "p_high": float(high.mean()), "mean_rise": float((high - low).mean())}

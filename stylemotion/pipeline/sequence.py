@@ -216,3 +216,46 @@ def sample_emotions(model: EmotionLSTM, prime: Sequence[int], length: int, *, te
     while len(out) < length:
         out.append(sampler.next(temperature))
     return out[:max(length, len(prime))]
+
+
+# A hand-written model of how expressions follow each other, for a model that ships without labelled videos:
+# weights of the next (different) emotion after each one, in EMOTIONS order (angry, disgust, fear, happy, sad,
+# surprise, neutral). Expressions mostly pass through neutral; happy and surprise, sad and angry, fear and
+# surprise neighbour each other.
+_SYNTHETIC_NEXT = np.array([
+    [0, 2, 1, 0.5, 3, 1, 5],   # angry
+    [4, 0, 1, 0.5, 2, 1, 5],   # disgust
+    [1, 1, 0, 0.5, 2, 4, 5],   # fear
+    [0.3, 0.2, 0.3, 0, 0.7, 3, 6],  # happy
+    [2, 1, 2, 1, 0, 0.5, 6],   # sad
+    [0.5, 0.5, 2, 4, 0.5, 0, 5],  # surprise
+    [1, 0.5, 1, 4, 2, 2, 0],   # neutral
+])
+
+
+def synthetic_sequences(n: int, *, length: int = 60, emotions: Sequence[str] | None = None,
+                        seed: int = 0) -> list[EmotionSequence]:
+    """``n`` SYNTHETIC emotion sequences of ``length`` labels at 1 label per second (``source`` says so): segments
+    of 1-4 seconds (geometric), the next segment's emotion drawn from ``_SYNTHETIC_NEXT`` restricted to
+    ``emotions`` (default all). Not observed behaviour: a stand-in so a model can ship an LSTM."""
+    names = list(emotions) if emotions is not None else list(EMOTIONS)
+    unknown = [e for e in names if e not in EMOTIONS]
+    if unknown or len(names) < 2:
+        raise ConfigError(f"synthetic sequences need at least two known emotions, got {names} (unknown {unknown})")
+    if n < 1 or length < 2:
+        raise ConfigError(f"need n >= 1 sequences of length >= 2, got n={n}, length={length}")
+    ids = [EMOTIONS.index(e) for e in names]
+    table = _SYNTHETIC_NEXT[np.ix_(ids, ids)]
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        seq: list[int] = []
+        cur = ids.index(EMOTIONS.index("neutral")) if "neutral" in names else int(rng.integers(len(ids)))
+        while len(seq) < length:
+            seq += [ids[cur]] * int(min(rng.geometric(0.5), 4))
+            weights = table[cur] + 1e-3 * (np.arange(len(ids)) != cur)  # never stuck when a row is all zero
+            weights[cur] = 0
+            cur = int(rng.choice(len(ids), p=weights / weights.sum()))
+        seq = seq[:length]
+        out.append(EmotionSequence(f"synthetic-{k}", 1.0, list(range(length)), seq))
+    return out

@@ -77,9 +77,15 @@ def make_planner(G, device: torch.device, settings: StreamSettings, *, direction
                  space: str | None = None, live: bool = False) -> Planner:
     """A planner for one stream on ``device`` (sources and ``directions`` as ``stream`` takes them). ``live``: the
     stream goes on after its script (a server's streams), so controls always have somewhere to go."""
+    from ..checkpoints.bundled import own_asset
     from ..pipeline.directions import Directions, load_directions
     from ..pipeline.sequence import EmotionSampler, load_lstm
 
+    # A bundled model brings its own directions and LSTM (None for any other model).
+    if directions is None and latents is None:
+        directions = own_asset(G, "directions")
+    if lstm is None and predict is not None and script is None and latents is None:
+        lstm = own_asset(G, "lstm")
     if sum(x is not None for x in (script, lstm, latents)) > 1:
         raise ConfigError("give one source: script, lstm or latents")
     if predict is not None and lstm is None:

@@ -204,7 +204,7 @@ class Renderer:
         import torch
 
         from ..checkpoints import load_generator
-        from ..checkpoints.bundled import bundled_file, bundled_name
+        from ..checkpoints.bundled import own_asset
         from ..engines import open_engine
         from ..pipeline.directions import load_directions, random_directions
 
@@ -212,9 +212,9 @@ class Renderer:
             torch.set_num_threads(settings.threads)
         self.settings, self.out_dir = settings, Path(out_dir)
         self.G = load_generator(settings.ckpt, device="cpu")
-        bundled = bundled_name(self.G)
-        if settings.directions is None and bundled is not None:
-            self.directions = load_directions(bundled_file(bundled, "directions"), space=settings.space)
+        own = own_asset(self.G, "directions")
+        if settings.directions is None and own is not None:
+            self.directions = load_directions(own, space=settings.space)
         elif settings.directions in (None, "random"):
             self.directions = random_directions(self.G.w_dim, seed=0)
         else:

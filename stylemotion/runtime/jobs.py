@@ -37,15 +37,17 @@ def render_images(model, ws: torch.Tensor, *, batch: int | None = None, progress
 
 
 def render_video(streamer: Streamer, *, out: str | os.PathLike | None, sheet: str | os.PathLike | None = None,
-                 progress: bool = True) -> VideoResult:
+                 progress: bool = True, scale: int = 1) -> VideoResult:
     """Every frame of an offline ``streamer`` to ``out`` (.mp4, .gif or a PNG folder; None: only measure), with
     pixel ACD (``ops.acd``, streamed across batches), the RMS latent acceleration of the ws, and a contact sheet
-    of 8 frames."""
+    of 8 frames. ``scale``: the file and the sheet get frames enlarged that many times (metrics use the
+    generator's own pixels)."""
     from tqdm.auto import tqdm
 
-    from ..imaging import make_grid, save_png
+    from ..imaging import make_grid, save_png, upscale
     from ..pipeline.video_io import VideoWriter
 
+    upscale(np.zeros((1, 1, 1, 3), np.uint8), scale)  # a bad factor fails before anything is rendered
     n = streamer.planner.finite_frames
     if n is None:
         raise ConfigError("render_video needs a finite offline stream (a script, a predicted count or latents)")
@@ -61,7 +63,7 @@ def render_video(streamer: Streamer, *, out: str | os.PathLike | None, sheet: st
         for batch in streamer.batches():
             frames = np.asarray(batch.frames)
             if writer is not None:
-                writer.write(frames)
+                writer.write(upscale(frames, scale))
             distances = ops.acd(torch.from_numpy(frames), previous=previous)
             distance_sum, pairs = distance_sum + float(distances.sum()), pairs + len(distances)
             previous = torch.from_numpy(frames[-1])
@@ -76,7 +78,8 @@ def render_video(streamer: Streamer, *, out: str | os.PathLike | None, sheet: st
             bar.update(len(frames))
     path = writer.path if writer is not None else None
     seconds = time.perf_counter() - t0
-    sheet_path = save_png(sheet, make_grid(np.stack(sheet_frames), cols=len(sheet_frames))) if sheet else None
+    sheet_path = (save_png(sheet, make_grid(upscale(np.stack(sheet_frames), scale), cols=len(sheet_frames)))
+                  if sheet else None)
     total = float(accel_sum) if accel_sum is not None else 0.0
     rms_accel = (total / max(accel_n, 1)) ** 0.5  # as interpolate.latent_acceleration, streamed
     # pixel ACD as pipeline.metrics defines it: the RMS difference of frames scaled to [0, 1]

@@ -342,7 +342,11 @@ def build_server(model, *, directions=None, script: str | None = None, lstm=None
     from ...pipeline.directions import Directions, load_directions
     from ...pipeline.sequence import load_lstm
 
+    from ...checkpoints.bundled import own_asset
+
     engine, G = open_model(model, backend=backend, device=device, precision=precision, onnx_path=onnx_path)
+    directions = directions if directions is not None else own_asset(G, "directions")  # a bundled model's own
+    lstm = lstm if lstm is not None else own_asset(G, "lstm")
     if directions is not None and not isinstance(directions, Directions):
         directions = load_directions(directions, w_dim=G.w_dim)
     if isinstance(lstm, (str, Path)):
