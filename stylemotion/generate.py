@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .npzfile import read_npz
 from .errors import ConfigError, InputError
 from .models.stylegan2 import Generator, z_from_seed
 from .shapes import assert_shape
@@ -45,15 +46,10 @@ def ws_from_seeds(G: Generator, seeds: list[int], *, truncation_psi: float = 1.0
 def load_ws(path: str | os.PathLike, G: Generator) -> torch.Tensor:
     """Latents from an ``.npz`` with key ``ws`` (``[N, num_ws, w_dim]``, or ``[N, w_dim]`` broadcast)."""
     where = str(path)
-    try:
-        with np.load(where, allow_pickle=False) as data:
-            if "ws" not in data.files:
-                raise InputError(f"{where}: no key 'ws' (keys: {data.files})")
-            ws = np.asarray(data["ws"])
-    except InputError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{where}: cannot read latents ({exc})") from exc
+    data = read_npz(where, what="latents")
+    if "ws" not in data:
+        raise InputError(f"{where}: no key 'ws' (keys: {sorted(data)})")
+    ws = data["ws"]
     if not np.issubdtype(ws.dtype, np.floating):
         raise InputError(f"{where}: key 'ws' has dtype {ws.dtype}, expected floating point")
     t = torch.from_numpy(ws.astype(np.float32))

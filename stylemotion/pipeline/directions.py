@@ -23,6 +23,7 @@ import numpy as np
 from .._optional import require
 from ..atomic import atomic_path
 from ..errors import ConfigError, InputError
+from ..npzfile import read_npz
 from ..models.emotion_cnn import EMOTIONS
 
 SPACES = ("z", "w", "w+")
@@ -88,26 +89,15 @@ class Directions:
         """A directions ``.npz``: ``emotions``, ``directions``, ``space`` required; ``accuracy``,
         ``balanced_accuracy``, ``counts`` read when present; other keys are ignored."""
         where = str(path)
-        try:
-            d = np.load(where, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise InputError(f"{where}: cannot read directions ({exc})") from exc
-        if not isinstance(d, np.lib.npyio.NpzFile):
-            raise InputError(f"{where}: not a directions file (a .npz archive is expected; for InterFaceGAN "
-                             "boundary .npy files use EMOTION=FILE.npy,...)")
-        with d:
-            missing = [k for k in ("emotions", "directions", "space") if k not in d.files]
-            if missing:
-                raise InputError(f"{where}: not a directions file (missing {', '.join(map(repr, missing))}; "
-                                 f"it has {d.files})")
-            try:
-                emotions = [_canonical_emotion(str(e), where=f"{where}: 'emotions'") for e in d["emotions"].reshape(-1)]
-                meta = {k: d[k] for k in ("accuracy", "balanced_accuracy", "counts") if k in d.files}
-                directions, space = d["directions"], str(d["space"])
-            except (OSError, ValueError, EOFError) as exc:
-                if isinstance(exc, InputError):
-                    raise
-                raise InputError(f"{where}: cannot read directions ({exc})") from exc
+        d = read_npz(where, what="directions (a .npz archive; InterFaceGAN boundary .npy files go as "
+                                "EMOTION=FILE.npy,...)")
+        missing = [k for k in ("emotions", "directions", "space") if k not in d]
+        if missing:
+            raise InputError(f"{where}: not a directions file (missing {', '.join(map(repr, missing))}; "
+                             f"it has {sorted(d)})")
+        emotions = [_canonical_emotion(str(e), where=f"{where}: 'emotions'") for e in d["emotions"].reshape(-1)]
+        meta = {k: d[k] for k in ("accuracy", "balanced_accuracy", "counts") if k in d}
+        directions, space = d["directions"], str(d["space"])
         return cls(emotions, directions, space, source=where, **meta)
 
     @classmethod
@@ -196,7 +186,7 @@ def _read_vector(value, *, where: str) -> np.ndarray:
     else:
         try:
             a = np.load(str(value), allow_pickle=False, mmap_mode="r")
-        except (OSError, ValueError, EOFError) as exc:
+        except Exception as exc:  # the .npy header parser raises several types on a corrupt file
             raise InputError(f"{where}: cannot read a boundary .npy ({exc})") from exc
         if not isinstance(a, np.ndarray):
             raise InputError(f"{where}: expected one array in a .npy file, found an archive")

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import InputError
+from ..npzfile import read_npz
 
 REQUIRED = ("ws", "frame_index", "source", "loss")
 
@@ -31,13 +32,7 @@ def write_latents(path: str | os.PathLike, *, ws: np.ndarray, frame_index: np.nd
 
 def read_latents(path: str | os.PathLike) -> dict[str, np.ndarray]:
     where = str(path)
-    try:
-        with np.load(where, allow_pickle=False) as data:
-            out = {k: data[k] for k in data.files}
-    except FileNotFoundError as exc:
-        raise InputError(f"{where}: no such latents file") from exc
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{where}: cannot read latents ({exc})") from exc
+    out = read_npz(where, what="latents")
     missing = [k for k in REQUIRED if k not in out]
     if missing:
         raise InputError(f"{where}: missing keys {missing} (a latents file has {list(REQUIRED)})")

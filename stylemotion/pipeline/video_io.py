@@ -33,6 +33,9 @@ class Frame:
     source: str
 
 
+MAX_IMAGE_PIXELS = 8192 * 8192  # checked from the header, before decoding
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """``[H, W, 3] uint8`` RGB from any image Pillow reads; conversions are stated, never silent."""
     from PIL import Image, UnidentifiedImageError
@@ -40,6 +43,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     where = str(path)
     try:
         with Image.open(where) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise InputError(f"{where}: {im.width}x{im.height} pixels is more than this reader takes "
+                                 f"({MAX_IMAGE_PIXELS})")
             im.load()
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -52,10 +58,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
             return np.asarray(im.convert("RGB"))
+    except InputError:
+        raise
     except FileNotFoundError as exc:
         raise InputError(f"{where}: no such image") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(f"{where}: cannot read the image ({exc})") from exc
+    except Exception as exc:  # Pillow's decoders also raise SyntaxError, EOFError, struct.error, ... on corrupt files
+        raise InputError(f"{where}: cannot read the image ({type(exc).__name__}: {exc})") from exc
 
 
 def _video_frames(path: str, every: int, fps: float | None) -> Iterator[Frame]:
