@@ -71,7 +71,7 @@ def main() -> int:
     ship.mkdir(parents=True, exist_ok=True)
     teacher, classifier = load_dcgan(), load_emotion_cnn()
     state = torch.load(run_dir / "train-state.pt", map_location="cpu", weights_only=True)
-    cfg = DistillConfig(**state["config"])
+    cfg = DistillConfig(**{k: v for k, v in state["config"].items() if k in DistillConfig.__dataclass_fields__})
     from stylemotion.models.stylegan2 import GeneratorConfig
 
     distiller = Distiller(run_dir, cfg, teacher=teacher, classifier=classifier,
