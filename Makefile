@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench fuzz clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m stylemotion.ext build
 	$(BIN)/python -m pytest
+
+# Long fuzzing of every reader (tests/fuzz; `make test` runs a short, derandomised pass): EXAMPLES inputs per
+# target, the count per target in bench/results/fuzz-<date>.json.
+EXAMPLES ?= 8000
+fuzz: $(STAMP)
+	STYLEMOTION_FUZZ_EXAMPLES=$(EXAMPLES) STYLEMOTION_FUZZ_REPORT=bench/results/fuzz-$$(date +%F).json \
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --model ffhq-256 --batch 1,4 --threads 2

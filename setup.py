@@ -47,7 +47,7 @@ setup(
         "camera": ["pyvirtualcam>=0.11"],  # stylemotion serve --virtual-camera
         # Test tools only (skimage: real face photos for tests); add "onnx" on the CPU or "gpu" on a GPU.
         # selenium drives Debian's chromium in the page test (.ci/run installs chromium and chromium-driver).
-        "dev": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21", "selenium>=4.20"],
+        "dev": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21", "selenium>=4.20", "hypothesis>=6.100"],
     },
     entry_points={"console_scripts": ["stylemotion=stylemotion.cli:main"]},
 )
