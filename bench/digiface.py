@@ -157,8 +157,52 @@ def main() -> int:
     results["files"] = {p.name: p.stat().st_size for p in sorted(ship.iterdir()) if p.is_file()}
     out = ROOT / "bench" / "results" / f"digiface-64-{datetime.date.today().isoformat()}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
+    (ship / "MODEL.md").write_text(model_card(results, out.name))
     print(f"wrote {out}, {ship}, {pics}")
     return 0
+
+
+def model_card(r: dict, record: str) -> str:
+    m, run = r["teacher_match"], r["run"]
+    rows = []
+    for e, v in r["emotions"].items():
+        if "balanced_accuracy" in v:
+            rows.append(f"| {e} | {v['samples']} | {v['held_out_accuracy']:.3f} | {v['balanced_accuracy']:.3f} | "
+                        f"{v['rises']:.0%} | {v['p_low']:.3f} -> {v['p_high']:.3f} | "
+                        f"{'yes' if v['shipped'] else 'no'} |")
+        else:
+            rows.append(f"| {e} | {v['samples']} | - | - | - | - | no ({v['reason']}) |")
+    return f"""# digiface-64
+
+A 64x64 StyleGAN2 (this project's architecture) distilled from the DCGAN face generator of `gan_face_generate`
+1.1.1 (MIT licence), which was trained on DigiFace-1M's synthetic faces. **DigiFace-1M is licensed for
+non-commercial research only; so is this model.** For demos, tests and real-time CPU streaming.
+
+- Architecture: {json.dumps(run["student_config"])}
+- Training: `stylemotion distill`, objective `{run["config"]["objective"]}`, {run["kimg"]:.0f}k teacher samples
+  ({run["steps"]} steps of {run["config"]["batch"]}), on 2 CPU cores.
+- Stored as float16 safetensors ({r["fp16_storage"]["bytes"] / 2 ** 20:.1f} MiB), computed in float32: frames
+  differ from float32 storage by {r["fp16_storage"]["psnr_vs_fp32_db"]:.1f} dB PSNR.
+
+## Student against teacher (200 held-out z)
+
+PSNR {m["psnr_mean"]:.2f} dB mean ({m["psnr_median"]:.2f} median, {m["psnr_p10"]:.2f} at the 10th percentile);
+the FER classifier gives the same argmax emotion to student and teacher for {m["fer_agreement"]:.1%} of them.
+Teacher argmax counts {m["teacher_emotions"]}; student {m["student_emotions"]}.
+
+## Emotion directions (W space; labels from the FER classifier on {sum(r["labels"].values())} random faces)
+
+Check: P(emotion) at coefficient -3 vs +3 on 100 held-out identities (truncation 0.7).
+
+| emotion | labelled faces | held-out accuracy | balanced | P rises | mean P (-3 -> +3) | shipped |
+|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Shipped: {", ".join(r["shipped_emotions"])}. The LSTM (`lstm.safetensors`) is trained on SYNTHETIC sequences over
+these emotions (`stylemotion train-lstm --synthetic 400`), not on observed behaviour.
+
+Made by `stylemotion distill` and `python bench/digiface.py`; all figures: `bench/results/{record}`.
+"""
 
 
 if __name__ == "__main__":

@@ -342,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--fer-weight", type=float, default=0.1, help="weight of the FER emotion KL term")
     ds.add_argument("--adv-weight", type=float, default=0.02, help="weight of the adversarial term for 'both'")
     ds.add_argument("--minutes", type=float, default=None, help="stop (checkpointed) after this long")
-    ds.add_argument("--init", default=None, help="start from another run's train-state.pt (e.g. to fine-tune "
-                    "a recon run with another objective)")
+    ds.add_argument("--init", default=None, help="start from another run's train-state.pt or a generator file "
+                    "(e.g. digiface-64 itself, to train it further or fine-tune it with another objective)")
     ds.add_argument("--threads", type=int, default=None)
     ds.add_argument("--seed", type=int, default=0)
     ds.add_argument("--quiet", action="store_true")

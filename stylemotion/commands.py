@@ -409,7 +409,9 @@ def _batch_profile(text: str):
 def cmd_render_batch(args: argparse.Namespace) -> int:
     from .runtime.batch import Settings, render_batch
 
-    if args.directions == "random":
+    from .checkpoints.bundled import is_bundled
+
+    if args.directions == "random" or (args.directions is None and not is_bundled(args.ckpt)):
         print("note: --directions random: seeded RANDOM directions (demo only)", file=sys.stderr)
     if args.actors < 1 or args.retries < 0 or args.max_restarts < 0:
         raise ConfigError("--actors must be >= 1, --retries and --max-restarts >= 0")

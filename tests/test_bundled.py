@@ -45,33 +45,36 @@ def test_what_ships(G):
 
 
 def test_the_student_reproduces_its_teacher(G, classifier):
-    """On 16 held-out z the student's face must be *this* z's teacher face: PSNR against the matching teacher
-    image beats PSNR against the other teachers' images by 3 dB (a student that learnt only the mean face
-    scores the same on both), and reaches an absolute floor 2 dB below the 200-sample mean that
-    bench/digiface.py measured (the 16-sample mean varies about +-0.6 dB around it)."""
+    """On 32 held-out z the student's face must be *this* z's teacher face, not a face: PSNR against the
+    matching teacher image beats PSNR against the other 31 teachers' images by 2.5 dB (a student that learnt only
+    the mean face, or faces without the correspondence, scores the same on both), and the FER classifier's argmax
+    emotion agrees with the matching teacher's more often than with the others' (by 0.12: the mean over 31
+    mismatched pairs is about chance, 0.25 here; the matched rate is in the model card). The PSNR floor is 2 dB
+    under the 200-sample mean bench/digiface.py measured (the 32-sample mean varies about +-0.5 dB)."""
     pytest.importorskip("gan_face_generate", reason="the teacher ships in gan_face_generate (make test installs it)")
     from stylemotion.checkpoints.dcgan import load_dcgan
     from stylemotion.pipeline.distill import held_out_z
+    from stylemotion.pipeline.labeling import classify_crops
     from stylemotion.runtime.jobs import render_images
 
+    n = 32
     teacher = load_dcgan()
-    z = held_out_z(16)
+    z = held_out_z(n)
     with torch.no_grad():
-        t = ((teacher(z).clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).numpy()
-    s = render_images(G, G.mapping(z), batch=16, progress=False).astype(np.float64)
+        t = ((teacher(z).clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+    s = render_images(G, G.mapping(z), batch=n, progress=False).astype(np.float64)
     mse = ((s[:, None] - t[None]) ** 2).mean(axis=(2, 3, 4))  # [student i, teacher j]
     psnr = 10 * np.log10(255.0 ** 2 / mse)
-    matched = np.diag(psnr).mean()
-    others = psnr[~np.eye(16, dtype=bool)].mean()
+    off = ~np.eye(n, dtype=bool)
+    matched, others = np.diag(psnr).mean(), psnr[off].mean()
     record = sorted(SHIP.parent.parent.parent.glob("bench/results/digiface-64-*.json"))
-    measured = json.loads(record[-1].read_text())["teacher_match"]["psnr_mean"] if record else 18.0
-    assert matched > others + 3, (matched, others)
+    measured = json.loads(record[-1].read_text())["teacher_match"]["psnr_mean"]
+    assert matched > others + 2.5, (matched, others)
     assert matched > measured - 2, (matched, measured)
-    from stylemotion.pipeline.labeling import classify_crops
-
-    agree = classify_crops(s.astype(np.uint8), classifier).argmax(1) == classify_crops(
-        t.round().astype(np.uint8), classifier).argmax(1)
-    assert agree.mean() >= 0.6, agree  # 80 % over 200 z is the bar (bench record); 16 z leave room for chance
+    ls = classify_crops(s.astype(np.uint8), classifier).argmax(1)
+    lt = classify_crops(t.astype(np.uint8), classifier).argmax(1)
+    same = ls[:, None] == lt[None, :]
+    assert np.diag(same).mean() >= same[off].mean() + 0.12, (np.diag(same).mean(), same[off].mean())
 
 
 def test_happy_direction_makes_faces_happier(G, classifier):

@@ -192,12 +192,22 @@ class Distiller:
         self.step = int(state["step"])
 
     def _init_from(self, path: Path) -> None:
-        """Start from another run's student (and its EMA); optimisers, discriminator and schedule start fresh."""
-        state = _load_state(path)
-        if state.get("student_config") != self.G.config.to_dict():
+        """Start from another run's student (its ``train-state.pt``: the student and its EMA) or from a generator
+        file (``generator.safetensors``, e.g. the bundled model: both start from it); optimisers, discriminator
+        and schedule start fresh."""
+        from ..checkpoints import load_generator
+
+        if path.suffix == ".pt":
+            state = _load_state(path)
+            config, weights, ema = state.get("student_config"), state["G"], state["G_ema"]
+        else:
+            G = load_generator(path)
+            config, weights = G.config.to_dict(), G.state_dict()
+            ema = weights
+        if config != self.G.config.to_dict():
             raise ConfigError(f"{path}: its student has another architecture than this run's")
-        self.G.load_state_dict(state["G"])
-        self.G_ema.load_state_dict(state["G_ema"])
+        self.G.load_state_dict(weights)
+        self.G_ema.load_state_dict(ema)
 
     def save(self) -> None:
         state = {"config": asdict(self.cfg), "student_config": self.G.config.to_dict(), "step": self.step,

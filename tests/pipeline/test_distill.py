@@ -114,6 +114,14 @@ def test_adversarial_objective_trains_a_discriminator(tmp_path, teacher, classif
                      student_config=TINY_STUDENT, init=tmp_path / "adv" / "train-state.pt")
     for a, b in zip(fine.G.parameters(), run.G.parameters()):
         assert torch.equal(a, b)
+    # ... or from a generator file (a shipped model): student and EMA both start from it
+    from stylemotion.checkpoints import save_generator
+
+    save_generator(run.finished_student(), tmp_path / "g.safetensors")
+    again = Distiller(tmp_path / "again", DistillConfig(kimg=0.016, batch=4), teacher=teacher,
+                      classifier=classifier, student_config=TINY_STUDENT, init=tmp_path / "g.safetensors")
+    for a, b, c in zip(again.G.parameters(), again.G_ema.parameters(), run.G_ema.parameters()):
+        assert torch.equal(a, c) and torch.equal(b, c)
 
 
 def test_bad_settings_are_named(tmp_path, teacher, classifier):
