@@ -51,7 +51,7 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    from stylemotion.checkpoints import load_generator, save_generator
+    from stylemotion.checkpoints import load_generator
     from stylemotion.checkpoints.bundled import DATA_DIR
     from stylemotion.checkpoints.dcgan import load_dcgan
     from stylemotion.checkpoints.emotion_cnn import load_emotion_cnn
@@ -60,10 +60,9 @@ def main() -> int:
     from stylemotion.imaging import make_grid, save_png, upscale
     from stylemotion.models.stylegan2 import z_from_seed
     from stylemotion.pipeline.directions import Directions
-    from stylemotion.pipeline.distill import DistillConfig, Distiller, compare_to_teacher, held_out_z
+    from stylemotion.pipeline.distill import DistillConfig, Distiller, held_out_z
     from stylemotion.pipeline.keyframes import apply_direction
-    from stylemotion.pipeline.labeling import direction_effect
-    from stylemotion.runtime.jobs import render_images
+    from stylemotion.runtime.jobs import compare_to_teacher, direction_effect, render_images
 
     run_dir = Path(args.run)
     work = Path(args.work or run_dir / "bundle")

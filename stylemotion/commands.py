@@ -167,7 +167,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def cmd_label_samples(args: argparse.Namespace) -> int:
     from .checkpoints.emotion_cnn import load_emotion_cnn
-    from .pipeline.labeling import label_samples
+    from .runtime.jobs import label_samples
 
     options = _engine_options(args)
     G = _load(args.ckpt, "cpu")
@@ -502,7 +502,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from .checkpoints import save_generator
     from .checkpoints.dcgan import load_dcgan
     from .checkpoints.emotion_cnn import load_emotion_cnn
-    from .pipeline.distill import DistillConfig, Distiller, compare_to_teacher
+    from .pipeline.distill import DistillConfig, Distiller
+    from .runtime.jobs import compare_to_teacher
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -78,7 +78,7 @@ def test_the_student_reproduces_its_teacher(G, classifier):
 
 
 def test_happy_direction_makes_faces_happier(G, classifier):
-    from stylemotion.pipeline.labeling import direction_effect
+    from stylemotion.runtime.jobs import direction_effect
 
     dirs = load_directions(bundled_file("digiface-64", "directions"), w_dim=G.w_dim)
     effect = direction_effect(G, dirs, classifier, "happy", seeds=range(1_000_000, 1_000_020), coefficient=3.0)
@@ -98,3 +98,34 @@ def test_commands_use_the_bundled_directions_and_lstm(tmp_path, capsys):
     capsys.readouterr()
     assert main(["video", "ffhq-256", "--script", "happy:1", "--out", str(tmp_path / "x.mp4")]) == 2
     assert "--directions is required for ffhq-256" in capsys.readouterr().err
+
+
+def test_label_samples_writes_what_directions_reads(tmp_path, capsys):
+    from stylemotion.pipeline.latents_io import read_latents
+
+    assert main(["label-samples", "digiface-64", "--n", "12", "--seed", "5", "--out", str(tmp_path), "--quiet"]) == 0
+    data = read_latents(tmp_path / "latents.npz")
+    assert data["ws"].shape == (12, 10, 256) and list(data["seeds"]) == list(range(5, 17))
+    assert np.allclose(data["probabilities"].sum(1), 1, atol=1e-5)
+    rows = (tmp_path / "labels.csv").read_text().splitlines()
+    assert rows[0] == "frame_index,emotion" and len(rows) == 13
+    from stylemotion.models.emotion_cnn import EMOTIONS
+
+    assert [r.split(",")[1] for r in rows[1:]] == [EMOTIONS[k] for k in data["probabilities"].argmax(1)]
+    assert (tmp_path / "labels.png").is_file()
+
+
+def test_synthetic_sequences_use_only_the_emotions_asked_for(tmp_path):
+    from stylemotion.pipeline.sequence import synthetic_sequences
+    from stylemotion.errors import ConfigError
+
+    seqs = synthetic_sequences(20, length=30, emotions=["happy", "sad", "neutral"], seed=1)
+    assert len(seqs) == 20 and all(len(s.emotions) == 30 for s in seqs)
+    used = {e for s in seqs for e in s.emotions}
+    assert used <= {3, 4, 6} and len(used) == 3
+    assert all(s.source.startswith("synthetic") for s in seqs)
+    with pytest.raises(ConfigError, match="at least two"):
+        synthetic_sequences(2, emotions=["happy"])
+    assert main(["train-lstm", "--synthetic", "30", "--emotions", "happy,sad", "--epochs", "1", "--quiet",
+                 "--out", str(tmp_path / "l.safetensors")]) == 0
+    assert main(["train-lstm", "--out", str(tmp_path / "x.safetensors")]) == 2  # neither sequences nor --synthetic

@@ -32,7 +32,7 @@ from ..atomic import atomic_path
 from ..errors import CheckpointError, ConfigError
 from ..models.dcgan import DCGANGenerator
 from ..models.discriminator import Discriminator
-from ..models.emotion_cnn import EMOTIONS, EmotionCNN
+from ..models.emotion_cnn import EmotionCNN
 from ..models.stylegan2 import Generator, GeneratorConfig
 
 OBJECTIVES = ("recon", "adv", "both")
@@ -331,31 +331,3 @@ class Distiller:
         _estimate_w_avg(G)
         return G
 
-
-@torch.no_grad()
-def compare_to_teacher(G: Generator, teacher: DCGANGenerator, classifier: EmotionCNN, *, n: int = 200,
-                       batch: int = 50) -> dict[str, Any]:
-    """Student against teacher on ``n`` held-out z: PSNR per image (peak-to-peak 2, images in [-1, 1]) and the
-    FER classifier's agreement on the argmax emotion."""
-    from ..engines.factory import open_engine
-
-    engine = open_engine(G, backend="torch", device="cpu", max_batch=batch)
-    z = held_out_z(n, teacher.z_dim)
-    psnr, agree, t_labels, s_labels = [], [], [], []
-    for i in range(0, n, batch):
-        zb = z[i:i + batch]
-        t = teacher(zb).clamp(-1, 1)
-        s = torch.as_tensor(engine.run(G.mapping(zb))).clamp(-1, 1)
-        mse = (t - s).square().mean(dim=(1, 2, 3))
-        psnr.append(10 * torch.log10(4.0 / mse))
-        tl = classifier(fer_input(t)).argmax(1)
-        sl = classifier(fer_input(s)).argmax(1)
-        agree.append(tl == sl)
-        t_labels.append(tl)
-        s_labels.append(sl)
-    psnr_t, agree_t = torch.cat(psnr), torch.cat(agree)
-    tl, sl = torch.cat(t_labels), torch.cat(s_labels)
-    return {"n": n, "psnr_mean": float(psnr_t.mean()), "psnr_median": float(psnr_t.median()),
-            "psnr_p10": float(psnr_t.quantile(0.1)), "fer_agreement": float(agree_t.float().mean()),
-            "teacher_emotions": {e: int((tl == i).sum()) for i, e in enumerate(EMOTIONS)},
-            "student_emotions": {e: int((sl == i).sum()) for i, e in enumerate(EMOTIONS)}}

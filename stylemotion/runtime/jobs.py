@@ -9,7 +9,8 @@ import contextlib
 import math
 import os
 import time
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -192,3 +193,92 @@ def _evaluate_on_ray(G, settings: dict, plans: list[dict], address: str, actors:
         compute=ray.data.ActorPoolStrategy(size=actors), batch_size=1, num_cpus=1,
         ray_remote_args_fn=lambda: {"max_restarts": 2, "max_task_retries": 2})
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in ds.iter_rows()]
+
+
+def label_samples(G, classifier, out: str | os.PathLike, *, n: int, seed: int = 0,
+                  batch: int = 64, progress: bool = True, **engine_options) -> dict:
+    """Label ``n`` random faces of a face generator (seeds ``seed .. seed+n-1``, no truncation) with the emotion
+    classifier: writes ``out/latents.npz`` (``ws``, ``z``, ``probabilities``), ``out/labels.csv``
+    (``frame_index,emotion``: the argmax) and ``out/labels.png`` (the 8 most confident faces per emotion), the
+    inputs of ``stylemotion directions``. Frames are rendered through the runtime."""
+    from ..atomic import atomic_path
+    from ..imaging import make_grid, save_png
+    from ..models.emotion_cnn import EMOTIONS
+    from ..models.stylegan2 import z_from_seed
+    from ..pipeline.labeling import classify_crops
+    from ..pipeline.latents_io import write_latents
+
+    if n < 1:
+        raise ConfigError(f"n must be >= 1, got {n}")
+    out = Path(out)
+    z = torch.cat([z_from_seed(seed + i, G.z_dim) for i in range(n)])
+    with torch.no_grad():
+        ws = torch.cat([G.mapping(z[i:i + 1024]) for i in range(0, n, 1024)])
+    frames = render_images(G, ws, batch=batch, progress=progress, **engine_options)
+    probs = classify_crops(frames, classifier)
+    labels = probs.argmax(1)
+    write_latents(out / "latents.npz", ws=ws.numpy(), frame_index=np.arange(n), source=np.full(n, "samples"),
+                  loss=np.zeros(n), z=z.numpy(), probabilities=probs.astype(np.float32),
+                  seeds=np.arange(seed, seed + n))
+    with atomic_path(out / "labels.csv") as tmp:
+        tmp.write_text("frame_index,emotion\n" + "".join(f"{i},{EMOTIONS[k]}\n" for i, k in enumerate(labels)))
+    rows = []
+    for k in range(len(EMOTIONS)):
+        best = np.argsort(-probs[:, k])[:8]
+        rows.append(frames[best])
+    save_png(out / "labels.png", make_grid(np.concatenate(rows), cols=8))
+    counts = {e: int((labels == k).sum()) for k, e in enumerate(EMOTIONS)}
+    return {"n": n, "counts": counts, "fractions": {e: c / n for e, c in counts.items()}}
+
+
+def direction_effect(G, directions, classifier, emotion: str, *, seeds: Sequence[int],
+                     coefficient: float, truncation_psi: float = 0.7, batch: int = 64,
+                     **engine_options) -> dict:
+    """Does moving along ``emotion``'s direction make that emotion more likely? For each identity (a seed),
+    renders the ``-coefficient`` and ``+coefficient`` edits through the runtime and asks the classifier.
+    Returns the fraction of identities whose P(emotion) rises, the mean P at both ends and the mean rise."""
+    from ..models.emotion_cnn import EMOTIONS
+    from ..models.stylegan2 import z_from_seed
+    from ..pipeline.keyframes import apply_direction
+    from ..pipeline.labeling import classify_crops
+
+    k = EMOTIONS.index(emotion)
+    direction = directions[emotion]
+    ws = torch.cat([apply_direction(G, z_from_seed(s, G.z_dim), direction, directions.space,
+                                    [-coefficient, coefficient], truncation_psi=truncation_psi) for s in seeds])
+    probs = classify_crops(render_images(G, ws, batch=batch, progress=False, **engine_options), classifier)
+    low, high = probs[0::2, k], probs[1::2, k]
+    return {"emotion": emotion, "identities": len(seeds), "coefficient": coefficient,
+            "truncation_psi": truncation_psi, "rises": float((high > low).mean()),
+            "p_low": float(low.mean()), "p_high": float(high.mean()), "mean_rise": float((high - low).mean())}
+
+
+@torch.no_grad()
+def compare_to_teacher(G, teacher, classifier, *, n: int = 200,
+                       batch: int = 50) -> dict[str, Any]:
+    """Student against teacher on ``n`` held-out z: PSNR per image (peak-to-peak 2, images in [-1, 1]) and the
+    FER classifier's agreement on the argmax emotion."""
+    from ..engines.factory import open_engine
+    from ..models.emotion_cnn import EMOTIONS
+    from ..pipeline.distill import fer_input, held_out_z
+
+    engine = open_engine(G, backend="torch", device="cpu", max_batch=batch)
+    z = held_out_z(n, teacher.z_dim)
+    psnr, agree, t_labels, s_labels = [], [], [], []
+    for i in range(0, n, batch):
+        zb = z[i:i + batch]
+        t = teacher(zb).clamp(-1, 1)
+        s = torch.as_tensor(engine.run(G.mapping(zb))).clamp(-1, 1)
+        mse = (t - s).square().mean(dim=(1, 2, 3))
+        psnr.append(10 * torch.log10(4.0 / mse))
+        tl = classifier(fer_input(t)).argmax(1)
+        sl = classifier(fer_input(s)).argmax(1)
+        agree.append(tl == sl)
+        t_labels.append(tl)
+        s_labels.append(sl)
+    psnr_t, agree_t = torch.cat(psnr), torch.cat(agree)
+    tl, sl = torch.cat(t_labels), torch.cat(s_labels)
+    return {"n": n, "psnr_mean": float(psnr_t.mean()), "psnr_median": float(psnr_t.median()),
+            "psnr_p10": float(psnr_t.quantile(0.1)), "fer_agreement": float(agree_t.float().mean()),
+            "teacher_emotions": {e: int((tl == i).sum()) for i, e in enumerate(EMOTIONS)},
+            "student_emotions": {e: int((sl == i).sum()) for i, e in enumerate(EMOTIONS)}}

@@ -4,7 +4,6 @@ engines. See harness.py for what counts as a failure."""
 from __future__ import annotations
 
 import json
-import pickle
 import struct
 
 import numpy as np

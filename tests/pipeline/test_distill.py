@@ -11,7 +11,8 @@ from stylemotion.checkpoints.dcgan import default_teacher_path, load_dcgan
 from stylemotion.errors import CheckpointError, ConfigError
 from stylemotion.models.dcgan import DCGANGenerator
 from stylemotion.models.stylegan2 import GeneratorConfig
-from stylemotion.pipeline.distill import DistillConfig, Distiller, compare_to_teacher, fer_input, held_out_z
+from stylemotion.pipeline.distill import DistillConfig, Distiller, fer_input, held_out_z
+from stylemotion.runtime.jobs import compare_to_teacher
 
 TINY_STUDENT = GeneratorConfig(z_dim=100, w_dim=16, img_resolution=64, mapping_layers=2, mapping_lr_multiplier=0.1,
                                channels_per_res={4: 16, 8: 16, 16: 8, 32: 8, 64: 8})
