@@ -191,10 +191,13 @@ class Hub:
 
     def _collect(self, now: float) -> list[tuple[HubStream, object]]:
         """Every frame, from every stream, due within the look-ahead plus the render time: round-robin, one frame
-        per stream per pass, up to the batch size (no stream starves the others)."""
+        per stream per pass, up to the batch size (no stream starves the others). Once a frame is picked the engine
+        runs anyway, so frames due up to one frame period later ride along in the same call: streams whose clocks
+        are out of phase still share engine calls instead of taking turns."""
         horizon = self.lookahead + self._render_estimate
         with self.lock:
             streams = list(self.streams.values())
+        ride_along = max((1.0 / s.fps for s in streams), default=0.0)
         picked: list[tuple[HubStream, object]] = []
         active = list(streams)
         while active and len(picked) < self.max_batch:
@@ -202,9 +205,10 @@ class Hub:
             for stream in active:
                 if len(picked) >= self.max_batch:
                     break
+                reach = horizon + (ride_along if picked else 0.0)
                 nxt = stream.planner.next_frame
                 ahead = stream.due(nxt) - now
-                if ahead > horizon:
+                if ahead > reach:
                     continue
                 if ahead < self._render_estimate - 1.0 / stream.fps:  # cannot be ready in time: skip ahead
                     skipped = stream.planner.skip(math.ceil((now + self._render_estimate - stream.t0) * stream.fps)
@@ -212,7 +216,7 @@ class Hub:
                     with stream.stats.lock:
                         stream.stats.dropped_behind += skipped
                     nxt = stream.planner.next_frame
-                    if stream.due(nxt) - now > horizon:
+                    if stream.due(nxt) - now > reach:
                         continue
                 planned = stream.planner.next_batch(1)
                 if planned is None:  # a finite script ended: the stream holds its last frame
