@@ -263,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--fps", type=float, default=30.0)
     sv.add_argument("--max-streams", type=int, default=8)
     sv.add_argument("--max-viewers", type=int, default=32)
+    sv.add_argument("--rate", type=float, default=100.0, help="requests a second per client address (default 100)")
+    sv.add_argument("--idle-timeout", type=float, default=300.0,
+                    help="close a stream made with POST /streams after this many seconds unwatched (default 300)")
+    sv.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                    help="also answer requests whose Host header names NAME (on loopback only loopback names are "
+                         "answered: a guard against DNS rebinding)")
     sv.add_argument("--virtual-camera", action="store_true",
                     help="also feed the default stream to a virtual webcam (pip install pyvirtualcam; v4l2loopback)")
     sv.add_argument("--seed", type=int, default=0)

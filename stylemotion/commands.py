@@ -625,7 +625,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, _, port = args.http.rpartition(":")
     try:
         config = ServerConfig(host=host or "127.0.0.1", port=int(port), fps=args.fps, max_streams=args.max_streams,
-                              max_viewers=args.max_viewers, virtual_camera=args.virtual_camera).validate()
+                              max_viewers=args.max_viewers, virtual_camera=args.virtual_camera, rate=args.rate,
+                              burst=max(1, int(2 * args.rate)), idle_timeout=args.idle_timeout,
+                              allowed_hosts=tuple(args.allow_host)).validate()
     except ValueError as exc:
         raise ConfigError(f"--http {args.http!r}: expected HOST:PORT, e.g. 127.0.0.1:8080 ({exc})") from exc
     options = _engine_options(args)

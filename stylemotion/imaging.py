@@ -41,13 +41,17 @@ def make_grid(frames: np.ndarray, *, cols: int | None = None, pad: int = 2, fill
     return grid
 
 
-def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write ``image [H, W, 3|1] uint8`` as PNG under a temporary name, then rename it into place."""
+def save_png(path: str | os.PathLike, image: np.ndarray, *, atomic: bool = True) -> Path:
+    """Write ``image [H, W, 3|1] uint8`` as PNG under a temporary name, then rename it into place (``atomic=False``
+    writes in place: for files inside a folder that is itself a temporary, published whole)."""
     from PIL import Image
 
     if image.ndim != 3 or image.shape[2] not in (1, 3) or image.dtype != np.uint8:
         raise ShapeError(f"image must be [H, W, 3] or [H, W, 1] uint8, got shape {list(image.shape)} {image.dtype}")
     pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+    if not atomic:
+        pil.save(path, format="PNG")
+        return Path(path)
     with atomic_path(path) as tmp:
         pil.save(tmp, format="PNG")
     return Path(path)

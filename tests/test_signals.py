@@ -123,7 +123,7 @@ def test_latents_stay_complete_on_signal(tmp_path, ckpt, sig):
 def test_export_leaves_nothing_half_written_on_signal(tmp_path, ckpt, sig):
     out = tmp_path / "onnx"
     proc = start(["-m", "stylemotion", "export", str(ckpt), "--out", str(out), "--batch", "1:2:4"], tmp_path)
-    code, err = interrupt_when(proc, lambda: any(out.glob(".export-*")), sig)
+    code, err = interrupt_when(proc, lambda: any(out.glob(".*.tmp.export")), sig)
     # Inside torch's exporter a SIGINT is sometimes re-raised after our handler ran ("interrupted" printed), and
     # the process then ends by the signal itself (-2); and a SIGINT that lands in an import lock's callback is
     # swallowed by Python ("Exception ignored ... KeyboardInterrupt"), so the export runs to the end. What matters

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -55,9 +56,8 @@ class EngineCache:
         self.root = Path(root) if root is not None else default_cache_dir()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".probe-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
+            with tempfile.TemporaryFile(dir=self.root):  # unnamed where the OS allows: a kill leaves nothing
+                pass
         except OSError as exc:
             raise EngineError(f"{self.root}: the engine cache folder is not writable ({exc}); set "
                               "STYLEMOTION_CACHE_DIR to a writable folder") from exc

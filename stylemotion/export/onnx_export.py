@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..atomic import fsync_dir, publish, remove_stale_temporaries, temporary_name
 from .._optional import require
 from ..errors import ExportError
 from .spec import ExportSpec, eval_mode
@@ -102,8 +103,8 @@ def export_onnx(spec: ExportSpec, out_dir: str | os.PathLike, *, source: str | o
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"{out_dir}: cannot create the export folder ({exc})") from exc
-    work = out_dir / f".export-{spec.name}-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
+    remove_stale_temporaries(out_dir / f"{spec.name}.export")  # work folders of killed earlier exports
+    work = temporary_name(out_dir / f"{spec.name}.export")
     try:
         work.mkdir()
     except OSError as exc:
@@ -151,12 +152,14 @@ def export_onnx(spec: ExportSpec, out_dir: str | os.PathLike, *, source: str | o
                           else {"ort_relative_error": errors, "tolerance": tolerance})},
         }
         (work / f"{spec.name}.json").write_text(json.dumps(sidecar, indent=2))
-        # Never a new graph with old weights or the reverse: the old graph goes first, then the weights,
-        # the graph, and the sidecar last (its presence says the set is complete).
+        # Never a new graph with old weights, or a graph without its sidecar, even after kill -9 anywhere: the
+        # graph is the set's completion mark. The old graph goes first, then the weights and the sidecar, and the
+        # new graph last, each fsynced and renamed into place (publish).
         (out_dir / f"{spec.name}.onnx").unlink(missing_ok=True)
-        order = {".data": 0, ".onnx": 1, ".json": 2}
+        fsync_dir(out_dir)
+        order = {".data": 0, ".json": 1, ".onnx": 2}
         for f in sorted(work.iterdir(), key=lambda p: order.get(p.suffix, 0)):
-            os.replace(f, out_dir / f.name)
+            publish(f, out_dir / f.name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out_dir / f"{spec.name}.onnx"

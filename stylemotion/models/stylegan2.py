@@ -95,6 +95,9 @@ class GeneratorConfig:
             raise ConfigError(f"mapping_lr_multiplier must be positive, got {self.mapping_lr_multiplier!r}")
         if self.channels_per_res is not None:
             self._validate_channel_table()
+        elif self.channel_base < self.img_resolution:  # the last block would get no channel at all
+            raise ConfigError(f"channel_base must be at least img_resolution ({self.img_resolution}) so that "
+                              f"every block has a channel, got {self.channel_base!r}")
         return self
 
     def _validate_channel_table(self) -> None:

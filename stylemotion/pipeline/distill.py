@@ -126,10 +126,8 @@ def _write_grid(path: Path, rows: list[torch.Tensor]) -> None:
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:  # fsynced and renamed into place
         torch.save(state, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
 
 
 def _load_state(path: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import os
 import shutil
 import logging
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..atomic import publish, remove_stale_temporaries, temporary_name
 from .._optional import require
 from ..errors import ConfigError, InputError
 
@@ -163,9 +165,8 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
     parent = target if folder else target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        probe = parent / f".{target.name}.{os.getpid()}.probe"
-        probe.write_bytes(b"")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=parent):  # unnamed where the OS allows: a kill leaves nothing
+            pass
     except OSError as exc:
         raise InputError(f"{target}: cannot write there ({exc})") from exc
 
@@ -196,7 +197,8 @@ class VideoWriter:
         check_writable(self.path)
         self.kind, self.fps, self.crf = kind, float(fps), crf
         self.frames_written = 0
-        self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial{self.path.suffix}")
+        remove_stale_temporaries(self.path)  # left by a killed earlier run
+        self._tmp = temporary_name(self.path, "partial")
         self._proc = None
         self._cv2 = None
         self._gif: list = []
@@ -239,7 +241,7 @@ class VideoWriter:
         if self.kind == "png":
             from ..imaging import save_png
 
-            save_png(self._tmp / f"frame{self.frames_written:06d}.png", frame)
+            save_png(self._tmp / f"frame{self.frames_written:06d}.png", frame, atomic=False)
         elif self.kind == "gif":
             self._gif.append(frame)
         else:
@@ -290,8 +292,7 @@ class VideoWriter:
             raise InputError(f"{self.path}: no frames were written")
         if self.kind == "png" and self.path.exists():
             self.path.rmdir()  # checked empty in __init__
-        os.replace(self._tmp, self.path)
-        return self.path
+        return publish(self._tmp, self.path)
 
     def abort(self) -> None:
         """Stop and remove the temporary output."""

@@ -6,9 +6,10 @@ A jobs file is CSV (a header row) or JSON lines, one job a line: ``id`` (the vid
 emotion), ``interp``, ``coeff``, ``transition``, ``trunc``. Every job becomes ``OUT/<id>.mp4`` plus one line of
 ``OUT/manifest.jsonl`` (frames, ACD, render seconds, engine; or the error of a job that kept failing).
 
-Exactly once, under failure: a video is rendered under a temporary name (``OUT/.<id>.<pid>.partial.mp4``), fsynced
-and renamed into place, and only then is its manifest line appended (and fsynced). A rerun skips every job whose
-video exists under its final name and whose manifest says ``ok``, removes stale temporaries and renders the
+Exactly once, under failure: a video is rendered under a temporary name (``OUT/.<id>.<host>-<pid>-<random>.partial
+.mp4``), fsynced and renamed into place (``stylemotion.atomic.publish``), and only then is its manifest line
+appended (and fsynced). A rerun skips every job whose video exists under its final name and whose manifest says
+``ok``, removes stale temporaries and renders the
 rest; a video is never visible under its final name before it is complete.
 
 Without ``ray_address`` the jobs run here, one after another, through the same ``Renderer`` a Ray actor uses.
@@ -131,17 +132,6 @@ def final_path(out_dir: Path, job_id: str) -> Path:
     return out_dir / f"{job_id}.mp4"
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def read_manifest(out_dir: Path) -> dict[str, dict]:
     """The last manifest line of each job id (a torn last line, from a kill mid-append, is ignored)."""
     path = out_dir / MANIFEST
@@ -159,8 +149,14 @@ def read_manifest(out_dir: Path) -> dict[str, dict]:
 
 
 def append_manifest(out_dir: Path, row: dict) -> None:
-    with open(out_dir / MANIFEST, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    path = out_dir / MANIFEST
+    torn = False
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:  # a line torn by a kill mid-append must not swallow this one
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+    with open(path, "a") as f:
+        f.write(("\n" if torn else "") + json.dumps(row) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -248,16 +244,9 @@ class Renderer:
                           identity=self._identity(job), fps=job.fps, interp=job.interp, transition=job.transition,
                           intensity=job.coeff, truncation_psi=job.trunc, seconds=job.seconds,
                           batch=self.settings.batch, **source)
-        final = final_path(self.out_dir, job.id)
-        tmp = self.out_dir / f".{job.id}.{os.getpid()}.partial.mp4"
-        try:
-            result = render_video(streamer, out=tmp, progress=False)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(self.out_dir)
+        # The video writer renders to a temporary (.<id>.<host>-<pid>-<random>.partial.mp4), fsyncs it, renames
+        # it into place and fsyncs the folder (stylemotion.atomic.publish).
+        result = render_video(streamer, out=final_path(self.out_dir, job.id), progress=False)
         return {"id": job.id, "status": "ok", "frames": int(result.frames), "acd": float(result.acd),
                 "render_seconds": float(result.render_seconds), "engine": self.engine_name, "error": "",
                 "attempts": 1, "worker": os.getpid()}

@@ -41,7 +41,7 @@ def test_every_graph_is_checked_and_recorded(exported):
         errors = sidecar["checks"]["ort_relative_error"]
         assert set(errors) == {"1", "3", "16"} and max(errors.values()) < 1e-4, (name, errors)
         assert [i["name"] for i in sidecar["inputs"]] == [s.name for s in spec.inputs]
-    assert not list(out.glob(".export-*"))
+    assert not list(out.glob(".*.tmp.export"))
 
 
 def test_one_synthesis_file_serves_batch_1_3_and_16(exported):
@@ -80,7 +80,7 @@ def test_a_graph_that_disagrees_with_pytorch_is_refused(exported, tmp_path):
     assert errors["2"] > 1e-2
     with pytest.raises(ExportError, match="differs from PyTorch"):
         export_onnx(spec, tmp_path, tolerance=0.0)
-    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".export-*"))
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*.tmp.export"))
 
 
 def test_fp16_synthesis_graph_checked_by_psnr(tmp_path):

@@ -52,12 +52,35 @@ def check(target: str, fn, where: str) -> None:
         fn()
     except StylemotionError as exc:
         ERRORS[target] += 1
+        if where not in str(exc):
+            keep(target, where)
         assert where in str(exc), f"{type(exc).__name__} does not name the input {where!r}: {exc}"
+    except BaseException:
+        keep(target, where)  # a hang (a BaseException) is not shrunk by Hypothesis: keep the input itself
+        raise
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     grown = peak_rss_mb() - before
+    if grown >= MEMORY_LIMIT_MB:
+        keep(target, where)
     assert grown < MEMORY_LIMIT_MB, f"peak memory grew by {grown:.0f} MB on one input"
+
+
+def keep(target: str, where: str) -> None:
+    """Copy a failing input file to ``STYLEMOTION_FUZZ_CRASH_DIR`` (default ``.fuzz-crashes``), named by target
+    and content hash, to become a regression case."""
+    import hashlib
+    import shutil
+    from pathlib import Path
+
+    src = Path(where) if where else None
+    if src is None or not src.is_file():
+        return
+    folder = Path(os.environ.get("STYLEMOTION_FUZZ_CRASH_DIR", ".fuzz-crashes"))
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
+    shutil.copyfile(src, folder / f"{target.replace(':', '-')}-{digest}{src.suffix}")
 
 
 @st.composite

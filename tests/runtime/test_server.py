@@ -58,7 +58,9 @@ def running(server):
 def request(port, method, path, body=None, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        if headers is None:
+            headers = {"Content-Type": "application/json"} if method == "POST" else {}
+        conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
         return resp.status, dict(resp.getheaders()), resp.read()
     finally:
@@ -125,7 +127,7 @@ def test_a_slow_viewer_does_not_hold_back_a_fast_one_and_viewers_leave(G, dirs):
         socks = []
         for _ in range(20):
             s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             socks.append(s)
         deadline = time.monotonic() + 10
         while stats(port)["viewers"] < 20:
@@ -226,7 +228,7 @@ def test_bounded_soak_with_slow_and_vanishing_viewers_and_bad_requests(G, dirs):
             while not stop.is_set():
                 try:
                     s = socket.create_connection(("127.0.0.1", port))
-                    s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+                    s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                     s.recv(2000)
                     time.sleep(0.3)  # slow, then gone without a word
                     s.close()
@@ -282,3 +284,58 @@ def test_virtual_camera_says_what_is_missing(monkeypatch):
     else:  # installed: without a v4l2loopback device the error says how to get one
         with pytest.raises(ConfigError, match="v4l2loopback"):
             open_virtual_camera(32, 12)
+
+
+def test_the_http_surface_refuses_what_it_should_and_never_shows_a_traceback(G, dirs):
+    """The security review's checks: loopback by default, size/type/rate limits, Host guard, no file system
+    route, 404/405 for the rest, and a bug answered with a number, not a traceback."""
+    assert ServerConfig().host == "127.0.0.1"
+    from stylemotion.cli import build_parser
+
+    assert build_parser().parse_args(["serve"]).http.startswith("127.0.0.1:")
+    server = make_server(G, dirs, script="happy:1")
+    with running(server) as port:
+        before = stats(port)["generation"]
+        for path in ["/nope", "/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/streams/..%2F..%2Fetc%2Fpasswd/stats",
+                     "/static/page.html", "/streams/default/../../../etc/passwd"]:
+            status, _, body = request(port, "GET", path)
+            assert status == 404 and b"root:" not in body, (path, status, body[:200])
+        assert request(port, "PUT", "/control", b"{}")[0] == 405
+        status, _, body = request(port, "POST", "/control", b'{"emotion": "sad"}', {"Content-Type": "text/plain"})
+        assert status == 415 and b"application/json" in body
+        status, _, body = request(port, "GET", "/stats", headers={"Host": "evil.example:8080"})
+        assert status == 403 and b"Host" in body
+        assert request(port, "GET", "/stats", headers={"Host": f"localhost:{port}"})[0] == 200
+        assert stats(port)["generation"] == before  # nothing refused changed the stream
+
+        def broken():
+            raise RuntimeError("secret detail /home/someone/model.pt")
+
+        server.hub.stats = broken
+        status, headers, body = request(port, "GET", "/stats")
+        assert status == 500 and b"internal error #1" in body, body
+        assert b"Traceback" not in body and b"secret" not in body and b"RuntimeError" not in body
+        assert headers.get("X-Content-Type-Options") == "nosniff"
+        del server.hub.stats
+        assert stats(port)["server"]["errors"] == 1
+
+
+def test_rate_limit_and_idle_streams(G, dirs):
+    config = ServerConfig(port=0, fps=FPS, rate=20, burst=10, idle_timeout=1.0)
+    server = build_server(G, directions=dirs, config=config, backend="torch")
+    with running(server) as port:
+        codes = [request(port, "GET", "/frame.jpg")[0] for _ in range(40)]
+        assert 429 in codes and codes[0] != 429, codes
+        status, headers, _ = next(r for r in (request(port, "GET", "/stats") for _ in range(40)) if r[0] == 429)
+        assert headers.get("Retry-After") == "1"
+        time.sleep(1.0)  # the bucket refills
+        status, _, body = request(port, "POST", "/streams", b'{"seed": 3}')
+        assert status == 201
+        sid = json.loads(body)["id"]
+        deadline = time.monotonic() + 15
+        while sid in server.hub.streams:  # nobody watches it: closed after idle_timeout
+            assert time.monotonic() < deadline, "an idle stream was never closed"
+            time.sleep(0.2)
+        assert request(port, "GET", f"/streams/{sid}/stats")[0] == 404
+        assert stats(port)["server"]["idle_closed"] == 1
+        assert "default" in server.hub.streams  # the default stream is never closed

@@ -9,6 +9,15 @@ Each stream has one publisher task: when a new frame is due it JPEG-encodes it o
 newest encoded frame it has not sent yet (a slot of one: a slow reader skips frames, a fast one is not held
 back). A viewer whose connection is gone is noticed within a second. Bad requests get a 4xx with a reason and
 change nothing; past the caps the answer is 503 with Retry-After.
+
+The HTTP surface, hardened for a server that may face a browser or a network: it binds to loopback unless asked;
+request bodies are capped (64 KiB: 413) and so are header lines (aiohttp's 8 KiB); each client address has a
+token-bucket rate limit (429 with Retry-After); a POST must say ``Content-Type: application/json`` (415), so a
+page on another site cannot steer a stream with a form or a plain ``fetch`` (that would need a CORS preflight we
+never answer); on loopback, a request whose ``Host`` is not a loopback name is refused (403: DNS rebinding); no
+route reads the file system (the page is one packaged file, stream ids are only dictionary keys); unknown routes
+are 404; and an unexpected error is logged with a number and answered with that number only, never a traceback.
+A stream made with ``POST /streams`` that has no viewer and no request for ``idle_timeout`` seconds is closed.
 """
 from __future__ import annotations
 
@@ -17,7 +26,8 @@ import io
 import json
 import logging
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..._optional import require
@@ -44,6 +54,14 @@ class ServerConfig:
     jpeg_quality: int = 85
     max_late: float = 0.25
     virtual_camera: bool = False  # also feed the default stream to a virtual webcam (pyvirtualcam + v4l2loopback)
+    rate: float = 100.0  # requests per second per client address (token bucket), then 429
+    burst: int = 200
+    idle_timeout: float = 300.0  # seconds: a made stream with no viewer and no request is then closed
+    allowed_hosts: tuple[str, ...] = field(default=())  # Host names accepted besides loopback ones (when on loopback)
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
 
     def validate(self) -> "ServerConfig":
         if not 0 <= self.port < 65536:
@@ -54,7 +72,36 @@ class ServerConfig:
             raise ConfigError("max_streams and max_viewers must be >= 1")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if not (self.rate > 0 and math.isfinite(self.rate)) or self.burst < 1:
+            raise ConfigError(f"rate must be a positive number and burst >= 1, got {self.rate}, {self.burst}")
+        if not self.idle_timeout > 0:
+            raise ConfigError(f"idle_timeout must be positive seconds, got {self.idle_timeout}")
         return self
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class RateLimiter:
+    """One token bucket per client address: ``rate`` tokens a second up to ``burst``; a request takes one."""
+
+    def __init__(self, rate: float, burst: int, *, max_clients: int = 10_000):
+        self.rate, self.burst, self.max_clients = float(rate), float(burst), max_clients
+        self.buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, time)
+
+    def allow(self, address: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        tokens, last = self.buckets.get(address, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if len(self.buckets) >= self.max_clients and address not in self.buckets:
+            # Bounded memory under many addresses: forget the full buckets (they would allow anyway).
+            self.buckets = {a: b for a, b in self.buckets.items()
+                            if b[0] + (now - b[1]) * self.rate < self.burst}
+        if tokens < 1.0:
+            self.buckets[address] = (tokens, now)
+            return False
+        self.buckets[address] = (tokens - 1.0, now)
+        return True
 
 
 class BadRequest(StylemotionError):
@@ -119,6 +166,12 @@ class Server:
         self.viewers = 0
         self.default_id = "default"
         self.camera = None
+        self.reaper: asyncio.Task | None = None
+        self.limiter = RateLimiter(self.config.rate, self.config.burst)
+        self.activity: dict[str, float] = {}  # stream id -> last request or viewer (monotonic seconds)
+        self.watching: dict[str, int] = {}  # stream id -> viewers now
+        self.counters = {"requests": 0, "rate_limited": 0, "refused_host": 0, "refused_type": 0, "errors": 0,
+                         "idle_closed": 0}
 
     # -- streams ---------------------------------------------------------------------------------------------
 
@@ -126,10 +179,14 @@ class Server:
         stream = self.hub.open(self.new_planner(**options), self.config.fps, stream_id=stream_id)
         self.changed[stream.id] = asyncio.Condition()
         self.publishers[stream.id] = asyncio.get_running_loop().create_task(self._publish(stream))
+        self.activity[stream.id] = time.monotonic()
         return stream
 
     async def _close(self, stream_id: str) -> None:
+        if stream_id not in self.publishers:
+            return  # closed already (a DELETE and the idle reaper may meet)
         self.hub.close(stream_id)
+        self.activity.pop(stream_id, None)
         task = self.publishers.pop(stream_id)
         task.cancel()
         self.jpegs.pop(stream_id, None)
@@ -167,8 +224,60 @@ class Server:
         sid = request.match_info.get("id", self.default_id)
         stream = self.hub.streams.get(sid)
         if stream is None:
-            raise web.HTTPNotFound(text=f"no stream {sid!r}")
+            raise web.HTTPNotFound(text=f"no stream {sid[:64]!r}")
+        self.activity[stream.id] = time.monotonic()
         return stream
+
+    def _host_allowed(self, host: str | None) -> bool:
+        if not self.config.loopback:
+            return True  # served on purpose beyond this machine: any name may reach it
+        name = (host or "").strip().lower()
+        if name.startswith("["):  # [::1]:8080
+            name = name[:name.find("]") + 1]
+        elif name.count(":") == 1:
+            name = name.rsplit(":", 1)[0]
+        return name in LOOPBACK_HOSTS or name in {h.lower() for h in self.config.allowed_hosts}
+
+    def _middleware(self):
+        web = require("aiohttp.web", extra="server")
+
+        @web.middleware
+        async def guard(request, handler):
+            self.counters["requests"] += 1
+            if not self._host_allowed(request.headers.get("Host")):
+                self.counters["refused_host"] += 1
+                raise web.HTTPForbidden(text="this server answers only requests addressed to a loopback name "
+                                             "(Host header); start it with --http 0.0.0.0:PORT to serve others")
+            if not self.limiter.allow(request.remote or "?"):
+                self.counters["rate_limited"] += 1
+                raise web.HTTPTooManyRequests(text=f"more than {self.config.rate:g} requests a second",
+                                              headers={"Retry-After": "1"})
+            if request.method == "POST" and request.content_type != "application/json":
+                self.counters["refused_type"] += 1
+                raise web.HTTPUnsupportedMediaType(text="POST bodies must be JSON (Content-Type: application/json)")
+            try:
+                return await handler(request)
+            except (web.HTTPException, asyncio.CancelledError):
+                raise
+            except Exception:  # a bug: logged with a number, answered without a traceback
+                self.counters["errors"] += 1
+                number = self.counters["errors"]
+                log.exception("internal error #%d on %s %s", number, request.method, request.path)
+                return web.Response(status=500, text=f"internal error #{number}; the server's log has the details")
+
+        return guard
+
+    async def _reap_idle(self) -> None:
+        """Close made streams that nobody watched or asked about for idle_timeout seconds."""
+        period = min(5.0, self.config.idle_timeout / 2)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for sid in [s for s in list(self.hub.streams) if s != self.default_id]:
+                if self.watching.get(sid, 0) == 0 and now - self.activity.get(sid, now) > self.config.idle_timeout:
+                    log.info("closing stream %s: idle for %.0f s", sid, now - self.activity[sid])
+                    self.counters["idle_closed"] += 1
+                    await self._close(sid)
 
     # -- handlers --------------------------------------------------------------------------------------------
 
@@ -189,6 +298,7 @@ class Server:
             "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}", "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no", "Connection": "close"})
         self.viewers += 1
+        self.watching[stream.id] = self.watching.get(stream.id, 0) + 1
         try:
             await response.prepare(request)
             sent = -1
@@ -212,6 +322,11 @@ class Server:
             pass  # the viewer went away mid-write; nothing else is affected
         finally:
             self.viewers -= 1
+            self.watching[stream.id] -= 1
+            if not self.watching[stream.id]:
+                del self.watching[stream.id]
+            if stream.id in self.activity:  # not for a stream closed meanwhile
+                self.activity[stream.id] = time.monotonic()
         return response
 
     async def frame(self, request):
@@ -239,7 +354,8 @@ class Server:
     async def stats(self, request):
         web = require("aiohttp.web", extra="server")
         stream = self._stream(request)
-        return web.json_response(_finite({**stream.snapshot(), "viewers": self.viewers, "hub": self.hub.stats()}))
+        return web.json_response(_finite({**stream.snapshot(), "viewers": self.viewers, "hub": self.hub.stats(),
+                                          "server": dict(self.counters)}))
 
     async def create(self, request):
         web = require("aiohttp.web", extra="server")
@@ -279,7 +395,13 @@ class Server:
 
     def app(self):
         web = require("aiohttp.web", extra="server")
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._middleware()])
+
+        async def headers(request, response) -> None:
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            response.headers.setdefault("Referrer-Policy", "no-referrer")
+
+        app.on_response_prepare.append(headers)
         app.router.add_get("/", self.page)
         for prefix in ("", "/streams/{id}"):
             app.router.add_get(prefix + "/stream.mjpg", self.mjpeg)
@@ -294,8 +416,11 @@ class Server:
                 self.camera = open_virtual_camera(self.hub.engine.info.resolution, self.config.fps)
             self.hub.start()
             self._open(self.default_id, **self.default_options)
+            self.reaper = asyncio.get_running_loop().create_task(self._reap_idle())
 
         async def cleanup(app) -> None:
+            if self.reaper is not None:
+                self.reaper.cancel()
             for task in self.publishers.values():
                 task.cancel()
             self.hub.stop()
