@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-installed
 
-.PHONY: demo test bench fuzz clean
+.PHONY: demo test bench fuzz soak clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,12 +31,22 @@ test: $(STAMP)
 	$(BIN)/python -m stylemotion.ext build
 	$(BIN)/python -m pytest
 
-# Long fuzzing of every reader (tests/fuzz; `make test` runs a short, derandomised pass): EXAMPLES inputs per
-# target, the count per target in bench/results/fuzz-<date>.json.
-EXAMPLES ?= 8000
+# Long reliability runs: KILLS kill -9s per writer (tests/crash: video, embed, export, render-batch, engine cache;
+# 25 x 5 = 125 kills), then EXAMPLES fuzzed inputs per reader target (tests/fuzz). `make test` runs both briefly.
+# Reports: bench/results/kills-<date>.json and fuzz-<date>.json; a failing input is copied to .fuzz-crashes/.
+EXAMPLES ?= 10000
+KILLS ?= 25
 fuzz: $(STAMP)
+	STYLEMOTION_KILLS=$(KILLS) STYLEMOTION_KILL_REPORT=bench/results/kills-$$(date +%F).json \
 	STYLEMOTION_FUZZ_EXAMPLES=$(EXAMPLES) STYLEMOTION_FUZZ_REPORT=bench/results/fuzz-$$(date +%F).json \
-		$(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/crash tests/fuzz
+
+# The live server under a mix of fast, slow and vanishing viewers, sessions and good and bad requests for
+# SOAK_SECONDS (the record: an hour); fails on RSS growth > 5 % after warm-up, fd/thread growth or any unexpected
+# answer. Writes bench/results/soak-<date>.json, .md and .png.
+SOAK_SECONDS ?= 3600
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --model ffhq-256 --batch 1,4 --threads 2
