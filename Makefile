@@ -17,6 +17,9 @@ $(STAMP): setup.py
 	# The DCGAN face teacher of the bundled digiface-64 model (for `stylemotion distill` and its tests); --no-deps
 	# keeps wandb, matplotlib and torchvision out.
 	$(BIN)/python -m pip install --quiet --no-deps gan_face_generate==1.1.1
+	# MTCNN's face and landmark weights for `stylemotion align/animate` (facenet-pytorch pins old torch and needs
+	# torchvision: only its weight files are read); insightface's sample group photo for the alignment tests.
+	$(BIN)/python -m pip install --quiet --no-deps facenet-pytorch==2.6.0 insightface==2.1
 	touch $(STAMP)
 
 # The bundled default model: digiface-64 (stylemotion/data/digiface-64, distilled from gan_face_generate's DCGAN)

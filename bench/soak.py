@@ -371,7 +371,7 @@ def chart(path: Path, result: dict) -> None:
     img = Image.new("RGB", (width, 40 + len(panels) * (ph + 30)), "white")
     draw = ImageDraw.Draw(img)
     verdict = "passed" if result["passed"] else "FAILED"
-    draw.text((left, 8), f"soak {result['seconds'] / 60:g} min, {result['model']}, RSS growth "
+    draw.text((left, 8), f"soak {result['seconds'] / 60:.1f} min, {result['model']}, RSS growth "
                          f"{result['rss_mib']['growth_percent']:+.2f} % after warm-up: {verdict}", fill="black")
     ts = [s["t"] for s in samples]
     t_max = max(ts[-1], 1e-9)

@@ -322,9 +322,10 @@ def cmd_video(args: argparse.Namespace) -> int:
     # The script or the LSTM's predictions are planned by the runtime (one sampler for `video --predict` and live
     # streams); the script, the directions and the output are all checked before the first frame is rendered.
     source = {"script": args.script} if args.script else {"lstm": lstm, "predict": args.predict}
-    streamer = stream(G, directions=directions, seed=args.seed, fps=args.fps, interp=args.interp,
-                      transition=args.transition, intensity=args.coeff, truncation_psi=args.trunc,
-                      temperature=args.temperature, seconds=args.seconds, batch=args.batch, **source, **options)
+    streamer = stream(G, directions=directions, seed=args.seed, identity=_identity_for(G, args.identity),
+                      fps=args.fps, interp=args.interp, transition=args.transition, intensity=args.coeff,
+                      truncation_psi=args.trunc, temperature=args.temperature, seconds=args.seconds,
+                      batch=args.batch, **source, **options)
     items = streamer.planner.plan.items
     VideoWriter(args.out, args.fps).abort()
     sheet = args.sheet or str(Path(args.out).with_suffix("")) + "-sheet.png"
@@ -336,6 +337,44 @@ def cmd_video(args: argparse.Namespace) -> int:
     print(f"wrote {result.path} ({result.frames} frames) and {result.sheet}")
     print(f"ACD (pixels, RMS in [0,1]) {result.acd:.5f}; latent acceleration {result.latent_acceleration:.5f}; "
           f"rendered at {result.render_fps:.2f} frames/s")
+    return 0
+
+
+def _identity_for(G, spec: str | None):
+    """``--identity FILE.npz[:INDEX]`` -> ws ``[1, num_ws, w_dim]`` (None without the flag)."""
+    if spec is None:
+        return None
+    import torch
+
+    from .pipeline.latents_io import read_identity
+
+    return torch.as_tensor(read_identity(spec, num_ws=G.num_ws, w_dim=G.w_dim))[None]
+
+
+def cmd_animate(args: argparse.Namespace) -> int:
+    from .runtime.jobs import animate_photo
+
+    options = _engine_options(args)
+    G = _load(args.ckpt, "cpu")
+    directions = _directions_for(G, args)
+    perceptual = None
+    if args.perceptual != "none":
+        from .checkpoints.vgg16 import load_vgg16
+        from .models.vgg16 import PerceptualDistance
+
+        vgg, lpips_weights = load_vgg16(args.vgg)
+        if vgg.random_weights:
+            print("note: no --vgg weights given: the perceptual loss uses VGG16 with seeded RANDOM weights",
+                  file=sys.stderr)
+        perceptual = PerceptualDistance(vgg, args.perceptual, lpips_weights)
+    result = animate_photo(G, args.photo, args.out, directions=directions, script=args.script, space=args.space,
+                           steps=args.steps, perceptual=perceptual, face=args.face, fps=args.fps,
+                           interp=args.interp, transition=args.transition, intensity=args.coeff, scale=args.scale,
+                           seed=args.seed, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr),
+                           **options)
+    print(f"wrote {result['video']} ({result['frames']} frames), {result['aligned']}, {result['latents']}, "
+          f"{result['reconstruction']}, {result['sheet']}"
+          + "".join(f", {p}" for p in result["strips"].values()))
     return 0
 
 
@@ -576,7 +615,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
         source["script"] = args.script
     elif args.lstm or args.predict is not None:
         source.update(lstm=_lstm_for(G, args.lstm), predict=args.predict)
-    streamer = stream(G, directions=directions, seed=args.seed, fps=args.fps, mode=args.mode, interp=args.interp,
+    streamer = stream(G, directions=directions, seed=args.seed, identity=_identity_for(G, args.identity),
+                      fps=args.fps, mode=args.mode, interp=args.interp,
                       transition=args.transition, intensity=args.coeff, truncation_psi=args.trunc,
                       temperature=args.temperature, seconds=args.seconds, batch=args.batch,
                       lookahead=args.lookahead, **source, **options)
@@ -634,6 +674,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     G = _load(args.ckpt, "cpu")
     directions = _directions_for(G, args) if args.directions else None
     server = build_server(G, directions=directions, script=args.script, lstm=args.lstm, config=config, seed=args.seed,
+                          identity=_identity_for(G, args.identity),
                           max_batch=args.batch, interp=args.interp, transition=args.transition,
                           coefficient=args.coeff, truncation_psi=args.trunc, temperature=args.temperature,
                           seconds=args.seconds, **options)

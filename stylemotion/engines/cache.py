@@ -97,7 +97,7 @@ class EngineCache:
 
     def entries(self) -> list[dict]:
         out = []
-        for sidecar in sorted(self.root.glob("*.json")):
+        for sidecar in sorted(p for p in self.root.glob("*.json") if not p.name.startswith(".")):  # not temporaries
             try:
                 meta = json.loads(sidecar.read_text())
             except (OSError, ValueError):

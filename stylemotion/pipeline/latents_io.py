@@ -43,3 +43,19 @@ def read_latents(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if out[key].shape != (ws.shape[0],):
             raise InputError(f"{where}: key {key!r} has shape {list(out[key].shape)}, expected [{ws.shape[0]}]")
     return out
+
+
+def read_identity(spec: str, *, num_ws: int | None = None, w_dim: int | None = None) -> np.ndarray:
+    """``FILE.npz[:INDEX]`` (a latents file from ``embed`` or ``animate``, row INDEX, default 0) -> ws
+    ``[num_ws, w_dim]`` float32, checked against the generator's shape when given."""
+    path, sep, index = str(spec).rpartition(":") if str(spec).rpartition(":")[2].isdigit() else (spec, "", "")
+    ws = read_latents(path)["ws"]
+    i = int(index) if sep else 0
+    if not 0 <= i < len(ws):
+        raise InputError(f"{spec}: no row {i} in {path} ({len(ws)} rows)")
+    row = np.asarray(ws[i], np.float32)
+    if (num_ws is not None and row.shape[0] != num_ws) or (w_dim is not None and row.shape[1] != w_dim):
+        raise InputError(f"{spec}: ws rows are {list(row.shape)}, this generator needs [{num_ws}, {w_dim}]")
+    if not np.isfinite(row).all():
+        raise InputError(f"{spec}: row {i} holds NaN or infinite values")
+    return row

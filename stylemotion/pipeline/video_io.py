@@ -118,7 +118,8 @@ def iter_frames(path: str | os.PathLike, *, every: int = 1, fps: float | None = 
         raise ConfigError("give either fps or every, not both")
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(f for f in p.iterdir()  # hidden names: our temporaries, macOS ._ files
+                       if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
         if not files:
             raise InputError(f"{p}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
         for i, f in enumerate(files):

@@ -105,6 +105,10 @@ def make_planner(G, device: torch.device, settings: StreamSettings, *, direction
             ws = ws[:, None].expand(-1, G.num_ws, -1)
         if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim) or len(ws) == 0:
             raise ConfigError(f"latents must be ws [N, {G.num_ws}, {G.w_dim}] with N >= 1, got {list(ws.shape)}")
+    if isinstance(identity, (str, os.PathLike)):  # "latents.npz[:INDEX]": an embedded face
+        from ..pipeline.latents_io import read_identity
+
+        identity = torch.as_tensor(read_identity(identity, num_ws=G.num_ws, w_dim=G.w_dim))[None]
     return Planner(_Mapping(G, device), directions, settings=settings, items=items, sampler=sampler,
                    predict=predict, latents=ws, seed=seed, identity=identity, endless=endless or live, device=device)
 
@@ -123,7 +127,8 @@ def stream(model, *, directions=None, script=None, lstm=None, predict: int | Non
     ``lstm`` (a path or an ``EmotionLSTM``; ``predict`` emotions of ``seconds`` each, endless when None),
     ``latents`` (``ws [N, num_ws, w_dim]`` rendered as given), or none (the identity, held until a control
     arrives). ``directions``: a ``Directions`` or anything ``--directions`` takes (``space`` as ``--space``).
-    ``mode``: ``"offline"`` (as fast as possible, every frame) or ``"realtime"`` (paced to ``fps``, at most
+    ``identity``: the face, as ws ``[1, num_ws, w_dim]`` or ``"latents.npz[:INDEX]"`` (from ``embed`` or
+    ``animate``); default the ``seed``'s face. ``mode``: ``"offline"`` (as fast as possible, every frame) or ``"realtime"`` (paced to ``fps``, at most
     ``lookahead`` seconds planned ahead, late frames dropped and counted). ``backend``, ``device``,
     ``precision``, ``onnx_path``, ``noise_mode``: as ``open_engine``; ``generator``: the Generator whose mapping
     network makes the latents, when ``model`` is an Engine. ``as_tensor``: ``Frame.image`` stays on the device.

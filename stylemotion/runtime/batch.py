@@ -224,16 +224,14 @@ class Renderer:
             return None
         import torch
 
-        from ..pipeline.latents_io import read_latents
+        from ..errors import StylemotionError
+        from ..pipeline.latents_io import read_identity
 
-        path, _, index = job.latents.partition(":")
-        ws = read_latents(path)["ws"]
         try:
-            i = int(index or 0)
-            row = ws[i]
-        except (ValueError, IndexError) as exc:
-            raise ConfigError(f"job {job.id!r}: latents {job.latents!r}: no row {index!r} in {len(ws)}") from exc
-        return torch.as_tensor(row, dtype=torch.float32)[None]
+            row = read_identity(job.latents, num_ws=self.G.num_ws, w_dim=self.G.w_dim)
+        except StylemotionError as exc:
+            raise ConfigError(f"job {job.id!r}: latents {job.latents!r}: {exc}") from exc
+        return torch.as_tensor(row)[None]
 
     def render_once(self, job: Job) -> dict:
         from . import stream

@@ -282,3 +282,73 @@ def compare_to_teacher(G, teacher, classifier, *, n: int = 200,
             "psnr_p10": float(psnr_t.quantile(0.1)), "fer_agreement": float(agree_t.float().mean()),
             "teacher_emotions": {e: int((tl == i).sum()) for i, e in enumerate(EMOTIONS)},
             "student_emotions": {e: int((sl == i).sum()) for i, e in enumerate(EMOTIONS)}}
+
+
+def animate_photo(G, photo: str | os.PathLike, out: str | os.PathLike, *, directions, script: str,
+                  space: str = "w", steps: int = 300, perceptual=None, face: int = 0, fps: float = 24.0,
+                  interp: str = "smooth", transition: float = 0.5, intensity: float = 1.0,
+                  strip: Sequence[float] = (-2.0, -1.0, 0.0, 1.0, 2.0), scale: int = 1, seed: int = 0,
+                  progress: bool = True, log=print, **engine_options) -> dict:
+    """One photo -> an expression video of its face: align (MTCNN + the FFHQ crop) -> embed (the projector, in W
+    or W+) -> the script rendered from the embedded identity through the runtime. Beside ``out`` (``v.mp4``):
+    ``v-aligned.png``, ``v-latents.npz`` (for ``--identity``), ``v-reconstruction.png`` (crop | reconstruction),
+    ``v-<emotion>.png`` (a strip of the identity along each scripted emotion's direction, ``strip`` x intensity)
+    and ``v-sheet.png``. Returns what it wrote and measured."""
+    from ..imaging import make_grid, save_png, upscale
+    from ..pipeline.align import align
+    from ..pipeline.embed import Projector, ProjectorConfig
+    from ..pipeline.latents_io import write_latents
+    from ..pipeline.video_io import VideoWriter, check_writable, read_image
+
+    out = Path(out)
+    VideoWriter(out, fps).abort()  # a bad output path fails before any work
+    stem = out.with_suffix("")
+    paths = {"aligned": Path(f"{stem}-aligned.png"), "latents": Path(f"{stem}-latents.npz"),
+             "reconstruction": Path(f"{stem}-reconstruction.png"), "sheet": Path(f"{stem}-sheet.png")}
+    for p in paths.values():
+        check_writable(p)
+    # The script and directions are checked (by a planner) before the slow parts.
+    from . import StreamSettings, make_planner
+
+    if directions.space not in ("w", "w+"):
+        raise ConfigError(f"animate edits an embedded W/W+ identity: it needs W or W+ directions, got "
+                          f"{directions.space!r}")
+    make_planner(G, torch.device("cpu"), StreamSettings(fps=fps).validate(), directions=directions, script=script)
+
+    image = read_image(photo)
+    aligned = align(image, G.img_resolution, where=str(photo), face_index=face)
+    save_png(paths["aligned"], upscale(aligned.crop[None], scale)[0])
+    log(f"{photo}: {aligned.faces_found} face(s) found; aligned face {face} -> {paths['aligned']}")
+
+    projector = Projector(G, perceptual, ProjectorConfig(space=space, steps=steps, seed=seed).validate())
+    target = torch.from_numpy(np.array(aligned.crop)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    from tqdm.auto import tqdm
+
+    with tqdm(total=steps, desc="embed", unit="step", disable=not progress) as bar:
+        projection = projector.project(target, on_step=lambda step, losses: bar.update(1))
+    ws = projection.ws.detach().cpu()
+    write_latents(paths["latents"], ws=ws.numpy(), frame_index=np.zeros(1, np.int64),
+                  source=np.array([str(photo)]), loss=np.asarray(projection.loss, np.float32).reshape(1),
+                  space=np.array(space))
+    recon = render_images(G, ws, progress=False, **engine_options)[0]
+    save_png(paths["reconstruction"], upscale(np.stack([aligned.crop, recon]), scale).transpose(1, 0, 2, 3)
+             .reshape(recon.shape[0] * scale, -1, 3))
+    mse = float(np.mean((recon.astype(np.float64) - aligned.crop.astype(np.float64)) ** 2))
+    log(f"embedded in {space.upper()} ({steps} steps): pixel RMSE {math.sqrt(mse):.1f}/255 -> {paths['latents']}")
+
+    from ..pipeline.keyframes import parse_script
+
+    strips = {}  # the identity moved along each scripted emotion's direction (the planner's edit, ws + c * d)
+    for emotion in dict.fromkeys(i.emotion for i in parse_script(script) if i.emotion in directions.emotions):
+        d = torch.as_tensor(np.asarray(directions[emotion], np.float32))
+        step = d[None, None, :] if d.ndim == 1 else d[None]
+        coeffs = torch.tensor([c * intensity for c in strip], dtype=torch.float32)
+        frames = render_images(G, ws + coeffs[:, None, None] * step, progress=False, **engine_options)
+        strips[emotion] = save_png(Path(f"{stem}-{emotion}.png"), make_grid(upscale(frames, scale), cols=len(strip)))
+    streamer = stream(G, directions=directions, script=script, identity=ws, fps=fps, interp=interp,
+                      transition=transition, intensity=intensity, seed=seed, **engine_options)
+    video = render_video(streamer, out=out, sheet=paths["sheet"], progress=progress, scale=scale)
+    return {**{k: str(v) for k, v in paths.items()}, "video": str(video.path), "frames": video.frames,
+            "strips": {k: str(v) for k, v in strips.items()}, "faces_found": aligned.faces_found,
+            "reconstruction_rmse": math.sqrt(mse), "projection_loss": float(np.asarray(projection.loss).ravel()[0]),
+            "ws": ws, "crop_image": aligned.crop, "reconstruction_image": recon}

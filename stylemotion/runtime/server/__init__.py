@@ -456,8 +456,8 @@ def _finite(value):
 
 def build_server(model, *, directions=None, script: str | None = None, lstm=None, config: ServerConfig = ServerConfig(),
                  backend: str = "auto", device: str | None = None, precision: str | None = None,
-                 onnx_path=None, seed: int = 0, max_batch: int | None = None, lookahead: float = 0.25,
-                 **settings) -> Server:
+                 onnx_path=None, seed: int = 0, identity=None, max_batch: int | None = None,
+                 lookahead: float = 0.25, **settings) -> Server:
     """A ``Server`` for a model: one engine in a ``Hub``, a planner per stream. The default stream plays
     ``script`` if given, else follows ``lstm`` if given, else holds the identity until a control arrives.
     ``settings``: ``StreamSettings`` fields (interp, transition, coefficient, truncation_psi, temperature, ...)."""
@@ -479,11 +479,12 @@ def build_server(model, *, directions=None, script: str | None = None, lstm=None
     base = StreamSettings(fps=config.fps, **settings).validate()
     dev = torch.device(engine.info.device)
 
-    def new_planner(*, seed: int = seed, script: str | None = None, follow_lstm: bool = False):
+    def new_planner(*, seed: int = seed, script: str | None = None, follow_lstm: bool = False, identity=None):
         return make_planner(G, dev, base, directions=directions, script=script,
-                            lstm=lstm if follow_lstm else None, seed=seed, live=True)
+                            lstm=lstm if follow_lstm else None, seed=seed, identity=identity, live=True)
 
-    default = {"seed": seed, "script": script, "follow_lstm": script is None and lstm is not None}
+    default = {"seed": seed, "script": script, "follow_lstm": script is None and lstm is not None,
+               "identity": identity}  # identity: ws [1, num_ws, w_dim] of an embedded face, else the seed's
     hub = Hub(engine, max_batch=max_batch, lookahead=lookahead, max_streams=config.max_streams)
     return Server(hub, new_planner, config=config, emotions=list(directions.emotions) if directions else None,
                   has_lstm=lstm is not None, default=default)
