@@ -71,7 +71,8 @@ def stats(port, path="/stats"):
 
 
 def make_server(G, dirs, **kw):
-    config = ServerConfig(port=0, fps=FPS, max_streams=kw.pop("max_streams", 6), max_viewers=kw.pop("max_viewers", 40))
+    config = ServerConfig(port=0, fps=FPS, max_streams=kw.pop("max_streams", 6), max_viewers=kw.pop("max_viewers", 40),
+                          photo_steps=kw.pop("photo_steps", 200))
     return build_server(G, directions=dirs, config=config, backend="torch", **kw)
 
 
@@ -178,7 +179,7 @@ def test_caps_answer_503_with_retry_after(G, dirs):
 
 
 @pytest.mark.slow
-def test_the_page_in_a_real_browser(G, dirs):
+def test_the_page_in_a_real_browser(G, dirs, tmp_path):
     webdriver = pytest.importorskip("selenium.webdriver")
     chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or driver_bin is None:
@@ -190,7 +191,20 @@ def test_the_page_in_a_real_browser(G, dirs):
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(arg)
-    with running(make_server(G, dirs)) as port:
+    photo = None
+    try:
+        from skimage import data
+
+        from stylemotion.checkpoints.mtcnn import default_mtcnn_dir
+
+        default_mtcnn_dir()
+        photo = tmp_path / "astronaut.jpg"
+        from PIL import Image
+
+        Image.fromarray(data.astronaut()).save(photo)
+    except Exception:  # no MTCNN weights here: the page is still checked, the upload is not
+        photo = None
+    with running(make_server(G, dirs, photo_steps=10)) as port:
         browser = webdriver.Chrome(service=Service(driver_bin), options=options)
         try:
             browser.get(f"http://127.0.0.1:{port}/")
@@ -207,6 +221,12 @@ def test_the_page_in_a_real_browser(G, dirs):
             wait.until(lambda b: b.execute_script(grab) != first)  # the stream image updates on the page
             wait.until(lambda b: "sad" in b.find_element("id", "stats").text)  # and the page shows the stats
             assert stats(port)["control_latency_ms"]["count"] >= 1
+            if photo is not None:  # "use my photo": the file input uploads, the page shows the embedding's end
+                generation = stats(port)["generation"]
+                browser.find_element("id", "photo").send_keys(str(photo))
+                WebDriverWait(browser, 120).until(
+                    lambda b: "done" in b.find_element("id", "photo-state").text)
+                assert stats(port)["photo"]["state"] == "done" and stats(port)["generation"] == generation + 1
         finally:
             browser.quit()
 
@@ -278,3 +298,60 @@ def test_rate_limit_and_idle_streams(G, dirs):
         assert request(port, "GET", f"/streams/{sid}/stats")[0] == 404
         assert stats(port)["server"]["idle_closed"] == 1
         assert "default" in server.hub.streams  # the default stream is never closed
+
+
+def _photo_bytes(image, fmt="PNG", exif_orientation=None) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    im = Image.fromarray(image)
+    if exif_orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        im.save(buf, fmt, exif=exif)
+    else:
+        im.save(buf, fmt)
+    return buf.getvalue()
+
+
+def test_use_my_photo_refuses_what_is_not_a_face_photo_and_embeds_one(G, dirs):
+    from stylemotion.checkpoints.mtcnn import default_mtcnn_dir
+    from stylemotion.errors import MissingDependencyError
+
+    try:
+        default_mtcnn_dir()
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+    from skimage import data
+
+    config = ServerConfig(port=0, fps=FPS, photo_steps=12)
+    server = build_server(G, directions=dirs, config=config, backend="torch")
+    with running(server) as port:
+        before = stats(port)["generation"]
+        png = {"Content-Type": "image/png"}
+        status, _, body = request(port, "POST", "/photo", b"hello", {"Content-Type": "text/plain"})
+        assert status == 415, body
+        status, _, body = request(port, "POST", "/photo", b"\x89PNG but not really", png)
+        assert status == 422 and b"not a readable image" in body, body
+        status, _, body = request(port, "POST", "/photo", _photo_bytes(data.astronaut(), "JPEG"), png)
+        assert status == 422 and b"JPEG, not the PNG" in body, body
+        status, _, body = request(port, "POST", "/photo", b"\0" * (9 * 2 ** 20), png)
+        assert status == 413, body
+        status, _, body = request(port, "POST", "/photo", _photo_bytes(data.coffee()), png)
+        assert status == 422 and b"no face found" in body, body
+        assert stats(port)["generation"] == before and stats(port)["photo"] is None  # nothing changed
+        # A real face, stored rotated with an EXIF orientation tag (6: turn 90 degrees clockwise to view).
+        rotated = np.ascontiguousarray(np.rot90(data.astronaut(), k=1))
+        status, _, body = request(port, "POST", "/photo", _photo_bytes(rotated, "PNG"), png)
+        assert status == 422, body  # lying on its side MTCNN finds no face: the EXIF turn below is what helps
+        status, _, body = request(port, "POST", "/photo", _photo_bytes(rotated, "PNG", exif_orientation=6), png)
+        assert status == 202, body
+        assert json.loads(body)["faces"] == 1
+        deadline = time.monotonic() + 120
+        while (s := stats(port))["photo"]["state"] == "embedding":
+            assert time.monotonic() < deadline, s["photo"]
+            time.sleep(0.2)
+        assert s["photo"]["state"] == "done" and s["photo"]["step"] == 12, s["photo"]
+        assert s["generation"] == before + 1  # the stream moved to the new face (one control)

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).with_name("page.html")
 MAX_BODY = 64 * 1024
+MAX_PHOTO = 8 * 1024 * 1024  # bytes of an uploaded photo
+PHOTO_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}  # Content-Type -> Pillow format
 BOUNDARY = "stylemotion-frame"
 # The control fields a request may set, with their types and ranges (validated before the planner sees them).
 NUMBERS = {"intensity": (-30.0, 30.0), "transition": (0.0, 60.0), "speed": (0.01, 20.0), "temperature": (0.0, 10.0)}
@@ -52,6 +54,7 @@ class ServerConfig:
     max_streams: int = 8
     max_viewers: int = 32
     jpeg_quality: int = 85
+    photo_steps: int = 200  # projector steps for an uploaded photo ("use my photo")
     max_late: float = 0.25
     virtual_camera: bool = False  # also feed the default stream to a virtual webcam (pyvirtualcam + v4l2loopback)
     rate: float = 100.0  # requests per second per client address (token bucket), then 429
@@ -167,6 +170,10 @@ class Server:
         self.default_id = "default"
         self.camera = None
         self.reaper: asyncio.Task | None = None
+        self.photos: dict[str, dict] = {}  # stream id -> the last upload's state and progress
+        self.photo_tasks: dict[str, asyncio.Task] = {}
+        self.align_photo = None  # image [H, W, 3] uint8 -> Aligned (set by build_server)
+        self.embed_photo = None  # (crop, progress(step)) -> ws [1, num_ws, w_dim] (set by build_server)
         self.limiter = RateLimiter(self.config.rate, self.config.burst)
         self.activity: dict[str, float] = {}  # stream id -> last request or viewer (monotonic seconds)
         self.watching: dict[str, int] = {}  # stream id -> viewers now
@@ -186,6 +193,8 @@ class Server:
         if stream_id not in self.publishers:
             return  # closed already (a DELETE and the idle reaper may meet)
         self.hub.close(stream_id)
+        self.photos.pop(stream_id, None)
+        self.photo_tasks.pop(stream_id, None)
         self.activity.pop(stream_id, None)
         task = self.publishers.pop(stream_id)
         task.cancel()
@@ -252,7 +261,8 @@ class Server:
                 self.counters["rate_limited"] += 1
                 raise web.HTTPTooManyRequests(text=f"more than {self.config.rate:g} requests a second",
                                               headers={"Retry-After": "1"})
-            if request.method == "POST" and request.content_type != "application/json":
+            if request.method == "POST" and request.content_type != "application/json" \
+                    and not (request.path.endswith("/photo") and request.content_type in PHOTO_TYPES):
                 self.counters["refused_type"] += 1
                 raise web.HTTPUnsupportedMediaType(text="POST bodies must be JSON (Content-Type: application/json)")
             try:
@@ -355,7 +365,8 @@ class Server:
         web = require("aiohttp.web", extra="server")
         stream = self._stream(request)
         return web.json_response(_finite({**stream.snapshot(), "viewers": self.viewers, "hub": self.hub.stats(),
-                                          "server": dict(self.counters)}))
+                                          "server": dict(self.counters),
+                                          "photo": self.photos.get(stream.id)}))
 
     async def create(self, request):
         web = require("aiohttp.web", extra="server")
@@ -385,6 +396,58 @@ class Server:
             raise web.HTTPBadRequest(text=str(exc)) from None
         return web.json_response({"id": stream.id, "stream": f"/streams/{stream.id}/stream.mjpg"}, status=201)
 
+    async def photo(self, request):
+        """``POST .../photo`` (the body is the image, ``Content-Type: image/jpeg|png|webp``, at most 8 MiB): find
+        the face (422 when there is none), answer 202, embed it in the background (progress in ``stats`` under
+        ``photo``) and then move the stream to the new face through a transition. The upload is decoded in
+        memory and never written to disk."""
+        web = require("aiohttp.web", extra="server")
+        stream = self._stream(request)
+        if self.embed_photo is None:
+            raise web.HTTPNotImplemented(text="this server cannot embed photos (started without a generator)")
+        if request.content_length is not None and request.content_length > MAX_PHOTO:
+            raise web.HTTPRequestEntityTooLarge(MAX_PHOTO, request.content_length,
+                                                text=f"photos are at most {MAX_PHOTO // 2 ** 20} MiB")
+        chunks, size = [], 0
+        while size <= MAX_PHOTO:  # read to the end, never more than the cap (+1 to notice a bigger body)
+            chunk = await request.content.read(MAX_PHOTO + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        body = b"".join(chunks)
+        if len(body) > MAX_PHOTO:
+            raise web.HTTPRequestEntityTooLarge(MAX_PHOTO, len(body),
+                                                text=f"photos are at most {MAX_PHOTO // 2 ** 20} MiB")
+        job = self.photos.get(stream.id)
+        if job is not None and job["state"] in ("aligning", "embedding"):
+            raise web.HTTPConflict(text="a photo is being embedded for this stream already")
+        loop = asyncio.get_running_loop()
+        try:
+            image = await loop.run_in_executor(None, decode_photo, body, PHOTO_TYPES[request.content_type])
+            aligned = await loop.run_in_executor(None, self.align_photo, image)
+        except StylemotionError as exc:
+            raise web.HTTPUnprocessableEntity(text=str(exc)) from None
+        job = {"state": "embedding", "step": 0, "steps": self.config.photo_steps, "faces": aligned.faces_found,
+               "error": None}
+        self.photos[stream.id] = job
+
+        def progress(step: int) -> None:
+            job["step"] = step + 1
+
+        async def run() -> None:
+            try:
+                ws = await loop.run_in_executor(None, self.embed_photo, aligned.crop, progress)
+                if not stream.closed:
+                    stream.control(identity=ws)
+                job["state"] = "done"
+            except Exception as exc:  # reported in stats, never lost
+                log.exception("embedding an uploaded photo failed")
+                job.update(state="failed", error=f"{type(exc).__name__}: {exc}")
+
+        self.photo_tasks[stream.id] = loop.create_task(run())
+        return web.json_response(job, status=202)
+
     async def delete(self, request):
         web = require("aiohttp.web", extra="server")
         stream = self._stream(request)
@@ -409,6 +472,8 @@ class Server:
             app.router.add_post(prefix + "/control", self.control)
             app.router.add_get(prefix + "/stats", self.stats)
         app.router.add_post("/streams", self.create)
+        for prefix in ("", "/streams/{id}"):
+            app.router.add_post(prefix + "/photo", self.photo)
         app.router.add_delete("/streams/{id}", self.delete)
 
         async def startup(app) -> None:
@@ -421,6 +486,8 @@ class Server:
         async def cleanup(app) -> None:
             if self.reaper is not None:
                 self.reaper.cancel()
+            for task in self.photo_tasks.values():
+                task.cancel()
             for task in self.publishers.values():
                 task.cancel()
             self.hub.stop()
@@ -430,6 +497,29 @@ class Server:
         app.on_startup.append(startup)
         app.on_cleanup.append(cleanup)
         return app
+
+
+def decode_photo(body: bytes, expected_format: str):
+    """An uploaded photo's bytes -> [H, W, 3] uint8 RGB, upright (EXIF orientation applied); the format must be
+    the one its Content-Type named and the size at most 8192 x 8192. InputError says what is wrong."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from ...errors import InputError
+
+    try:
+        with Image.open(io.BytesIO(body)) as im:
+            if im.format != expected_format:
+                raise InputError(f"the upload is {im.format or 'not an image'}, not the {expected_format} its "
+                                 "Content-Type says")
+            if im.width * im.height > 8192 * 8192:
+                raise InputError(f"the photo is {im.width}x{im.height}: at most 8192x8192 pixels")
+            im = ImageOps.exif_transpose(im)
+            return np.asarray(im.convert("RGB"))
+    except InputError:
+        raise
+    except Exception as exc:  # Pillow raises many types on a corrupt file
+        raise InputError(f"the upload is not a readable image ({type(exc).__name__}: {exc})") from None
 
 
 def open_virtual_camera(resolution: int, fps: float):
@@ -486,8 +576,45 @@ def build_server(model, *, directions=None, script: str | None = None, lstm=None
     default = {"seed": seed, "script": script, "follow_lstm": script is None and lstm is not None,
                "identity": identity}  # identity: ws [1, num_ws, w_dim] of an embedded face, else the seed's
     hub = Hub(engine, max_batch=max_batch, lookahead=lookahead, max_streams=config.max_streams)
-    return Server(hub, new_planner, config=config, emotions=list(directions.emotions) if directions else None,
-                  has_lstm=lstm is not None, default=default)
+    server = Server(hub, new_planner, config=config, emotions=list(directions.emotions) if directions else None,
+                    has_lstm=lstm is not None, default=default)
+    server.align_photo, server.embed_photo = photo_embedder(G, steps=config.photo_steps)
+    return server
+
+
+def photo_embedder(G, *, steps: int):
+    """``(align, embed)`` for uploads: MTCNN + the FFHQ crop at the generator's resolution, and the projector
+    (in W, the perceptual loss on VGG16 features) on a copy of the generator, built at the first upload. Embedding
+    runs one upload at a time (a lock), beside the engine rendering the streams."""
+    import threading
+
+    import torch
+
+    state: dict = {}
+    lock = threading.Lock()
+
+    def align_photo(image):
+        from ...pipeline.align import align
+
+        return align(image, G.img_resolution, where="the uploaded photo")
+
+    def embed_photo(crop, progress):
+        import copy
+
+        from ...checkpoints.vgg16 import load_vgg16
+        from ...models.vgg16 import PerceptualDistance
+        from ...pipeline.embed import Projector, ProjectorConfig
+
+        with lock:
+            if "projector" not in state:
+                vgg, lpips_weights = load_vgg16(None)
+                state["projector"] = Projector(copy.deepcopy(G).cpu(), PerceptualDistance(vgg, "lpips", lpips_weights),
+                                               ProjectorConfig(space="w", steps=steps).validate())
+            target = torch.from_numpy(crop.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+            result = state["projector"].project(target, on_step=lambda step, losses: progress(step))
+            return result.ws.detach().cpu()
+
+    return align_photo, embed_photo
 
 
 def run(server: Server) -> None:
