@@ -291,3 +291,36 @@ def test_video_from_minimal_npz_and_interfacegan_boundaries_is_the_same(tmp_path
                  "--out", str(tmp_path / "c.mp4"), "--quiet"]) == 2
     assert "no direction for ['fear']" in capsys.readouterr().err
     assert not (tmp_path / "c.mp4").exists() and not list(tmp_path.glob(".c*"))
+
+
+def test_identity_from_a_latents_file(tmp_path, capsys):
+    """--identity FILE.npz[:INDEX] puts an embedded face in the video (its first frame is that face), and a bad
+    index or a file for another generator is a clear error."""
+    import torch
+
+    from stylemotion.pipeline.latents_io import write_latents
+    from stylemotion.runtime import stream
+    from stylemotion.runtime.jobs import render_images
+
+    G = make_generator()
+    ckpt = save_generator(G, tmp_path / "g.safetensors")
+    ws = G.mapping(torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(5)))
+    lat = write_latents(tmp_path / "lat.npz", ws=ws.detach().numpy(), frame_index=np.arange(3),
+                        source=np.array(["a", "b", "c"]), loss=np.zeros(3))
+    out = tmp_path / "v"  # a folder of PNG frames: exact pixels
+    assert main(["video", str(ckpt), "--directions", "random", "--identity", f"{lat}:2", "--script", "happy:0.5",
+                 "--fps", "6", "--out", str(out), "--quiet"]) == 0
+    first = np.asarray(Image.open(out / "frame000000.png"))
+    expected = render_images(G, ws[2:3].detach(), progress=False, backend="torch")[0]
+    assert np.abs(first.astype(int) - expected.astype(int)).max() <= 1
+    frames = list(stream(G, directions="random", identity=f"{lat}:2", script="happy:0.5", fps=6, backend="torch"))
+    assert np.array_equal(frames[0].image, first)  # the library takes the same spec
+    capsys.readouterr()
+    assert main(["video", str(ckpt), "--directions", "random", "--identity", f"{lat}:7", "--script", "happy:1",
+                 "--out", str(tmp_path / "x.mp4"), "--quiet"]) == 2
+    assert "no row 7" in capsys.readouterr().err
+    other = write_latents(tmp_path / "other.npz", ws=np.zeros((1, 3, 5)), frame_index=np.arange(1),
+                          source=np.array(["x"]), loss=np.zeros(1))
+    assert main(["video", str(ckpt), "--directions", "random", "--identity", str(other), "--script", "happy:1",
+                 "--out", str(tmp_path / "y.mp4"), "--quiet"]) == 2
+    assert "this generator needs" in capsys.readouterr().err
