@@ -192,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     vid.add_argument("--quiet", action="store_true")
     vid.set_defaults(func=c.cmd_video)
 
+    al = sub.add_parser("align", help="find the faces in photos and write their FFHQ crops (MTCNN's five "
+                        "landmarks -> the oriented square FFHQ was cut with)")
+    al.add_argument("photos", nargs="+", help="photos (PNG, JPEG, ...)")
+    al.add_argument("--out", required=True, help="folder for PHOTO-FACE.png crops and faces.json")
+    al.add_argument("--size", type=int, default=256, help="crop size in pixels (default 256; a generator's "
+                    "resolution for embed)")
+    al.add_argument("--all", action="store_true", help="every face (default: the largest of each photo)")
+    al.set_defaults(func=c.cmd_align)
+
     an = sub.add_parser("animate", help="one photo -> an expression video of its face: align (MTCNN, the FFHQ "
                         "crop) -> embed -> render the script from the embedded identity")
     an.add_argument("photo", help="a photo with a face (PNG, JPEG, ...)")

@@ -351,6 +351,43 @@ def _identity_for(G, spec: str | None):
     return torch.as_tensor(read_identity(spec, num_ws=G.num_ws, w_dim=G.w_dim))[None]
 
 
+def cmd_align(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from .atomic import atomic_path
+    from .errors import InputError
+    from .imaging import save_png
+    from .pipeline.align import MIN_SCORE, align, detect_faces
+    from .pipeline.video_io import read_image
+
+    if not 16 <= args.size <= 4096:
+        raise ConfigError(f"--size must be in 16..4096, got {args.size}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records, failed = [], []
+    for photo in args.photos:
+        try:
+            image = read_image(photo)
+            faces = [f for f in detect_faces(image) if f.score >= MIN_SCORE]
+            if not faces:
+                raise InputError(f"{photo}: no face found (MTCNN, probability >= {MIN_SCORE})")
+            for i in range(len(faces) if args.all else 1):
+                a = align(image, args.size, where=photo, face_index=i, faces=faces)
+                path = save_png(out / f"{Path(photo).stem}-{i}.png", a.crop)
+                records.append({"photo": str(photo), "face": i, "crop": str(path), "score": a.face.score,
+                                "box": list(a.face.box), "landmarks": a.face.landmarks.round(2).tolist(),
+                                "landmarks_in_crop": a.landmarks.round(2).tolist()})
+                print(f"{photo}: face {i} ({len(faces)} found) -> {path}")
+        except InputError as exc:
+            failed.append(str(exc))
+            print(f"not aligned: {exc}", file=sys.stderr)
+    with atomic_path(out / "faces.json") as tmp:
+        tmp.write_text(_json.dumps({"size": args.size, "faces": records, "not_aligned": failed}, indent=2))
+    print(f"wrote {len(records)} crop(s) and {out / 'faces.json'}" + (f"; {len(failed)} photo(s) without a face"
+                                                                       if failed else ""))
+    return 1 if failed else 0
+
+
 def cmd_animate(args: argparse.Namespace) -> int:
     from .runtime.jobs import animate_photo
 

@@ -234,10 +234,11 @@ class Aligned:
     faces_found: int
 
 
-def align(image: np.ndarray, size: int, *, where: str = "", nets=None, face_index: int = 0) -> Aligned:
-    """Detect faces in ``image`` and cut the FFHQ crop of the ``face_index``-th largest at ``size`` pixels; an
-    InputError naming ``where`` when there is no face."""
-    faces = [f for f in detect_faces(image, nets) if f.score >= MIN_SCORE]
+def align(image: np.ndarray, size: int, *, where: str = "", nets=None, face_index: int = 0,
+          faces: list[Face] | None = None) -> Aligned:
+    """Detect faces in ``image`` (or take ``faces`` found already) and cut the FFHQ crop of the ``face_index``-th
+    largest at ``size`` pixels; an InputError naming ``where`` when there is no face."""
+    faces = [f for f in (faces if faces is not None else detect_faces(image, nets)) if f.score >= MIN_SCORE]
     if not faces:
         raise InputError(f"{where or 'image'}: no face found (MTCNN, probability >= {MIN_SCORE}); use a photo "
                          "with a visible, roughly frontal face")

@@ -75,7 +75,7 @@ def test_every_face_of_a_group_photo_is_aligned(nets):
     assert len(faces) == 6  # the six people of insightface's t1.jpg
     size = 128
     for i in range(len(faces)):
-        crop = align(photo, size, nets=nets, face_index=i).crop
+        crop = align(photo, size, nets=nets, face_index=i, faces=faces).crop
         again = detect_faces(crop, nets)
         assert again, f"face {i}: no face in its own crop"
         eyes = again[0].landmarks[:2]
@@ -144,3 +144,23 @@ def test_animate_the_astronaut_with_the_bundled_model(nets, tmp_path):
     edits = render_images(G, torch.cat([ws - 6 * happy, ws, ws + 6 * happy]), progress=False, backend="torch")
     p = classify_crops(edits, load_emotion_cnn())[:, EMOTIONS.index("happy")]
     assert p[2] > p[0], p
+
+
+def test_the_align_command_writes_crops_and_reports_photos_without_a_face(nets, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+    from skimage import data
+
+    from stylemotion.cli import main
+
+    Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+    Image.fromarray(data.coffee()).save(tmp_path / "coffee.png")
+    code = main(["align", str(tmp_path / "astronaut.png"), str(tmp_path / "coffee.png"), "--size", "64",
+                 "--out", str(tmp_path / "crops")])
+    assert code == 1  # one photo had no face: reported, not guessed
+    assert "coffee.png: no face found" in capsys.readouterr().err
+    report = json.loads((tmp_path / "crops" / "faces.json").read_text())
+    assert [f["crop"] for f in report["faces"]] == [str(tmp_path / "crops" / "astronaut-0.png")]
+    assert np.asarray(Image.open(tmp_path / "crops" / "astronaut-0.png")).shape == (64, 64, 3)
+    assert len(report["not_aligned"]) == 1
