@@ -355,3 +355,21 @@ def test_use_my_photo_refuses_what_is_not_a_face_photo_and_embeds_one(G, dirs):
             time.sleep(0.2)
         assert s["photo"]["state"] == "done" and s["photo"]["step"] == 12, s["photo"]
         assert s["generation"] == before + 1  # the stream moved to the new face (one control)
+
+
+def test_the_default_stream_can_start_from_an_embedded_face(G, dirs, tmp_path):
+    """serve --identity: the default stream's face is the latents file's row, not the seed's."""
+    import torch
+
+    from stylemotion.pipeline.latents_io import write_latents
+
+    ws = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(3))).detach()
+    lat = write_latents(tmp_path / "lat.npz", ws=ws.numpy(), frame_index=np.arange(2), source=np.array(["a", "b"]),
+                        loss=np.zeros(2))
+    from stylemotion.commands import _identity_for
+
+    server = build_server(G, directions=dirs, config=ServerConfig(port=0, fps=FPS), backend="torch",
+                          identity=_identity_for(G, f"{lat}:1"))
+    with running(server):
+        planner = server.hub.streams["default"].planner
+        assert torch.allclose(planner.identity.cpu(), ws[1:2])
