@@ -29,6 +29,12 @@ class LSTMConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        # A file's config could ask for any size: bound it before anything is allocated (make fuzz found a
+        # config of 2.6 million layers that kept the constructor busy for minutes).
+        limits = {"num_emotions": 1024, "embed_dim": 4096, "hidden": 8192, "layers": 64}
+        for name, limit in limits.items():
+            if getattr(self, name) > limit:
+                raise ConfigError(f"{name} must be at most {limit}, got {getattr(self, name)}")
         return self
 
     def to_dict(self) -> dict:

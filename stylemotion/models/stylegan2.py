@@ -39,6 +39,9 @@ ARCHITECTURES = ("skip", "orig")
 PRECISIONS = ("auto", "fp32", "fp16")
 
 
+MAX_PARAMETERS = 1_000_000_000  # about 4 GB of float32 weights; the official 1024x1024 generator has 30 million
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Everything that determines the generator's architecture (the official Generator kwargs, flattened)."""
@@ -93,12 +96,41 @@ class GeneratorConfig:
             raise ConfigError(f"conv_clamp must be positive or None, got {self.conv_clamp!r}")
         if not self.mapping_lr_multiplier > 0:
             raise ConfigError(f"mapping_lr_multiplier must be positive, got {self.mapping_lr_multiplier!r}")
+        # A file's config could ask for any size: bound it before anything is allocated (make fuzz found
+        # mapping_layers = 2**40, which kept the constructor busy until the alarm).
+        limits = {"z_dim": 8192, "w_dim": 8192, "img_channels": 16, "mapping_layers": 64, "c_dim": 65536,
+                  "num_fp16_res": 16}
+        for name, limit in limits.items():
+            if getattr(self, name) > limit:
+                raise ConfigError(f"{name} must be at most {limit}, got {getattr(self, name)}")
+        for name in ("mapping_layer_features", "mapping_embed_features"):
+            if (getattr(self, name) or 0) > 8192:
+                raise ConfigError(f"{name} must be at most 8192, got {getattr(self, name)}")
         if self.channels_per_res is not None:
             self._validate_channel_table()
         elif self.channel_base < self.img_resolution:  # the last block would get no channel at all
             raise ConfigError(f"channel_base must be at least img_resolution ({self.img_resolution}) so that "
                               f"every block has a channel, got {self.channel_base!r}")
+        params = self.parameter_estimate()
+        if params > MAX_PARAMETERS:
+            raise ConfigError(f"this config asks for about {params / 1e9:.1f} billion parameters (at most "
+                              f"{MAX_PARAMETERS / 1e9:g} billion are built)")
         return self
+
+    def parameter_estimate(self) -> int:
+        """The network's size from the config alone (convolutions, affines, mapping layers), before anything is
+        allocated: within a few percent of the real count."""
+        feats = self.mapping_layer_features or self.w_dim
+        embed = (self.mapping_embed_features or self.w_dim) if self.c_dim else 0
+        total = (self.z_dim + embed) * feats + max(self.mapping_layers - 1, 0) * feats * feats + feats * self.w_dim
+        total += self.c_dim * embed
+        cin = 0
+        for res in self.block_resolutions:
+            cout = self.channels(res)
+            convs = [(cout, cout)] if res == 4 else [(cin, cout), (cout, cout)]
+            total += sum(a * b * 9 + self.w_dim * a for a, b in convs) + cout * self.img_channels + self.w_dim * cout
+            cin = cout
+        return int(total)
 
     def _validate_channel_table(self) -> None:
         table = self.channels_per_res

@@ -54,7 +54,10 @@ def _loader(name: str):
 def test_kept_inputs(name, tmp_path):
     """Every input a long run found (copied by harness.keep into regressions/): typed error or success, in time.
     generator-network_pickle-22873db6e7a3.bin (2026-11-29): BINBYTES claiming 1.6 GB inside a frame kept CPython's
-    C unpickler busy for a minute; now refused by the opcode walk before unpickling."""
+    C unpickler busy for a minute; now refused by the opcode walk before unpickling.
+    config-generator-stylemotion-*.safetensors: a valid file whose config asks for 2**40 and 10**6 mapping layers;
+    config-lstm-*.safetensors: an LSTM of 2,630,013 layers (both hung in the constructor; now bounded by the
+    configs' validate, with a parameter estimate for generators)."""
     path = tmp_path / name
     path.write_bytes((REGRESSIONS / name).read_bytes())
     load = _loader(name)
