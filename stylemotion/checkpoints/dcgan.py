@@ -43,18 +43,25 @@ def load_dcgan(path: str | os.PathLike | None = None) -> DCGANGenerator:
         raise CheckpointError(f"{where}: expected a dict with key 'netG_state_dict' (the DCGAN generator), got "
                               f"{sorted(data) if isinstance(data, dict) else type(data).__name__}")
     model = DCGANGenerator()
-    expected = model.expected_shapes()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
+    check_state_dict(model, state, where, name="netG_state_dict")
+    model.load_state_dict(state)
+    return model.eval().requires_grad_(False)
+
+
+def check_state_dict(model: torch.nn.Module, state: dict, where: str, *, name: str = "") -> None:
+    """Every key of ``model`` present in ``state``, nothing else, each a finite tensor of the model's shape; a
+    CheckpointError naming ``where``, the dict (``name``) and the key otherwise. Nothing is copied here."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    label = f"{name} " if name else ""
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or extra:
-        raise CheckpointError(f"{where}: netG_state_dict does not match the DCGAN generator (missing {missing}, "
+        raise CheckpointError(f"{where}: {label}does not match {type(model).__name__} (missing {missing}, "
                               f"unexpected {extra})")
     for key, shape in expected.items():
         value = state[key]
         if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
             got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise CheckpointError(f"{where}: netG_state_dict[{key!r}] has shape {got}, expected {shape}")
+            raise CheckpointError(f"{where}: {name}[{key!r}] has shape {got}, expected {shape}" if name else
+                                  f"{where}: {key!r} has shape {got}, expected {shape}")
         if not torch.isfinite(value.float()).all():
-            raise CheckpointError(f"{where}: netG_state_dict[{key!r}] holds NaN or infinite values")
-    model.load_state_dict(state)
-    return model.eval().requires_grad_(False)
+            raise CheckpointError(f"{where}: {name or 'tensor'}[{key!r}] holds NaN or infinite values")

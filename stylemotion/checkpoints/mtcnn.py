@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, MissingDependencyError
+from .dcgan import check_state_dict
 from ..models.mtcnn import ONet, PNet, RNet
 
 MTCNN_PACKAGE = "facenet-pytorch==2.6.0"
@@ -41,17 +42,7 @@ def _load_into(model: nn.Module, path: Path) -> nn.Module:
         raise CheckpointError(f"{where}: not a readable torch weights file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{where}: expected a state dict, got {type(state).__name__}")
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or extra:
-        raise CheckpointError(f"{where}: does not match {type(model).__name__} (missing {missing}, unexpected {extra})")
-    for key, shape in expected.items():
-        value = state[key]
-        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
-            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise CheckpointError(f"{where}: {key!r} has shape {got}, expected {shape}")
-        if not torch.isfinite(value.float()).all():
-            raise CheckpointError(f"{where}: {key!r} holds NaN or infinite values")
+    check_state_dict(model, state, where)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.eval().requires_grad_(False)
 

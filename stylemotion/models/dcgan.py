@@ -33,7 +33,3 @@ class DCGANGenerator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         assert_shape("z", z, [None, self.z_dim])
         return self.main(z[:, :, None, None])
-
-    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every state-dict key with its shape (what a weight file must hold, nothing more or less)."""
-        return {k: tuple(v.shape) for k, v in self.state_dict().items()}
