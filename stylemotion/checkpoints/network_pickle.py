@@ -118,9 +118,48 @@ def _persistent_record(meta: Any) -> PersistentObject:
     return PersistentObject(meta["class_name"], dict(state), meta.get("version"))
 
 
+_LEGACY_STORAGE_BYTES = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2,
+                         "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1,
+                         "BoolStorage": 1}
+
+
+def _check_storage_sizes(data: bytes) -> None:
+    """A legacy ``torch.save`` blob declares each storage's element count in its persistent id, and torch
+    allocates that much before reading: check the declared bytes against the blob's length first (make fuzz
+    found a 140 KB pickle that made torch allocate 3.4 GB). The blob is four pickles (magic number, protocol,
+    system info, the storage reference) and the raw data; the first four are read with an unpickler that builds
+    nothing but plain values and records the persistent ids."""
+    pids: list = []
+
+    class Probe(pickle._Unpickler):  # the pure-Python unpickler: its memo is a dict, not an array
+        def find_class(self, module: str, name: str):
+            if module == "torch" and name in _LEGACY_STORAGE_BYTES:
+                return name
+            raise UnsafeCheckpointError(f"a storage blob asks for {module}.{name}, which is not allowed")
+
+        def persistent_load(self, pid):
+            pids.append(pid)
+            return None
+
+    f = io.BytesIO(data)
+    for _ in range(4):
+        Probe(f).load()
+    declared = 0
+    for pid in pids:
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and pid[1] in _LEGACY_STORAGE_BYTES
+                and isinstance(pid[4], int) and pid[4] >= 0):
+            raise CheckpointError(f"a storage reference that is not (storage, type, key, location, size): {pid!r:.200}")
+        declared += pid[4] * _LEGACY_STORAGE_BYTES[pid[1]]
+    if declared > len(data):
+        raise CheckpointError(f"a tensor storage declares {declared} bytes but its blob holds {len(data)}")
+
+
 def _storage_from_bytes(data: bytes):
     # Tensors pickled with ``pickle`` keep their storage as a legacy ``torch.save`` blob; torch reads that
-    # blob with its own restricted (weights-only) unpickler.
+    # blob with its own restricted (weights-only) unpickler, once the sizes it declares fit in the blob.
+    if not isinstance(data, bytes):
+        raise UnsafeCheckpointError(f"a storage blob that is a {type(data).__name__}, not bytes")
+    _check_storage_sizes(data)
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
@@ -215,13 +254,17 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 def check_opcodes(data: bytes, *, where: str) -> None:
     """Walk the pickle's opcodes (pure Python, nothing built) before unpickling: every length an opcode claims
-    must fit in the bytes that remain. CPython's C unpickler spent a minute of CPU on a 139 KB file whose
+    must fit in the bytes that remain, and every memo index in the file's length. CPython's C unpickler spent a minute of CPU on a 139 KB file whose
     BINBYTES claimed 1.6 GB inside a frame (found by make fuzz; tests/fuzz/regressions/)."""
     import pickletools
 
     try:
-        for _ in pickletools.genops(data):
-            pass
+        for op, arg, _ in pickletools.genops(data):
+            # The C unpickler keeps its memo in an array as long as the largest index stored: a file numbers its
+            # memo entries one by one, so an index beyond the file's length is a lie (make fuzz found a 140 KB
+            # pickle whose LONG_BINPUT made the unpickler allocate 3.4 GB).
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and isinstance(arg, int) and not 0 <= arg <= len(data):
+                raise ValueError(f"memo index {arg} in a pickle of {len(data)} bytes")
     except Exception as exc:  # pickletools raises ValueError (and others) on malformed opcodes
         raise CheckpointError(f"{where}: cannot read the network pickle ({exc}); is the file truncated or "
                               "corrupt?") from None

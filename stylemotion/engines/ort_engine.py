@@ -60,6 +60,7 @@ class OrtEngine:
         self.input_name, self.output_name = ws_spec.name, images_spec.name
         self.channels = images_spec.shape[1]
         self.provider, self.device_id = provider, device_id
+        self.onnx_path = str(onnx_path)
         device = "cpu" if provider == "cpu" else f"cuda:{device_id}"
         self.info = info_from_spec(spec, backend="onnxruntime", precision="fp32", device=device, min_batch=1,
                                    max_batch=max_batch,
@@ -67,6 +68,13 @@ class OrtEngine:
 
     def run(self, ws: torch.Tensor) -> torch.Tensor:
         ws = check_ws(ws, self.info)
+        try:
+            return self._run(ws)
+        except Exception as exc:  # a graph that loads can still fail in a kernel (make fuzz found one)
+            raise EngineError(f"{self.onnx_path}: ONNX Runtime failed running it ({type(exc).__name__}: "
+                              f"{str(exc)[:500]})") from exc
+
+    def _run(self, ws: torch.Tensor) -> torch.Tensor:
         if self.provider == "cpu":
             out = self.session.run([self.output_name], {self.input_name: ws.detach().cpu().numpy()})[0]
             return torch.from_numpy(out)

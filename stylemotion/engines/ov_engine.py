@@ -95,6 +95,10 @@ class OpenVinoEngine:
 
     def run(self, ws: torch.Tensor) -> torch.Tensor:
         ws = check_ws(ws, self.info)
-        self.request.infer({0: np.ascontiguousarray(ws.detach().cpu().numpy())})
+        try:
+            self.request.infer({0: np.ascontiguousarray(ws.detach().cpu().numpy())})
+        except Exception as exc:  # a model that compiles can still fail in a kernel
+            raise EngineError(f"OpenVINO failed running {self.info.detail or 'the model'} ({type(exc).__name__}: "
+                              f"{str(exc)[:500]})") from exc
         out = self.request.get_output_tensor(0).data
         return torch.from_numpy(np.array(out, copy=True))
