@@ -22,7 +22,7 @@ def _soak_module():
 
 def test_a_short_soak_passes_and_reports_every_figure(tmp_path):
     soak = _soak_module()
-    code = soak.main(["--seconds", "30", "--warmup", "8", "--sample", "1", "--out", str(tmp_path), "--quiet"])
+    code = soak.main(["--seconds", "24", "--warmup", "6", "--sample", "1", "--out", str(tmp_path), "--quiet"])
     result = json.loads(next(tmp_path.glob("soak-*.json")).read_text())
     assert code == 0, result["failures"]
     assert result["passed"] and result["server_errors"] == 0 and result["server_tracebacks"] == 0
