@@ -29,6 +29,7 @@ from .plan import Planner
 from .streamer import Stats, _percentiles
 
 log = logging.getLogger(__name__)
+STALL = 1.0  # seconds without a shown frame after which a late frame is shown rather than dropped
 
 
 @dataclass
@@ -65,9 +66,12 @@ class HubStream:
 
     def latest(self, now: float | None = None, max_late: float = 0.25) -> HubFrame | None:
         """The newest rendered frame that is due by ``now`` (older due frames are passed over: a live stream shows
-        the present), or None when nothing new is due. Frames later than ``max_late`` past due count as dropped."""
+        the present), or None when nothing new is due. Frames later than ``max_late`` past due count as dropped,
+        except that a stream never freezes: when nothing was shown for ``STALL`` seconds (an engine slower than
+        real time, a machine under load), the newest late frame is shown, so the stream slows down instead of
+        stopping (the soak found viewers of new sessions waiting 30 s for a first frame on a loaded machine)."""
         now = time.perf_counter() if now is None else now
-        newest = None
+        newest = late = None
         with self.lock:
             while self.ready and self.ready[0].due <= now:
                 frame = self.ready.popleft()
@@ -75,8 +79,14 @@ class HubStream:
                     with self.stats.lock:
                         self.stats.dropped_late += 1
                     if now - frame.due > max_late:
+                        late = frame
                         continue
                 newest = frame
+            last = self.stats.last_delivery
+            if newest is None and late is not None and now - (last if last is not None else self.t0) > STALL:
+                newest = late
+                with self.stats.lock:
+                    self.stats.dropped_late -= 1  # shown after all
             if newest is None:
                 return None
             self.shown = newest

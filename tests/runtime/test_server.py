@@ -373,3 +373,22 @@ def test_the_default_stream_can_start_from_an_embedded_face(G, dirs, tmp_path):
     with running(server):
         planner = server.hub.streams["default"].planner
         assert torch.allclose(planner.identity.cpu(), ws[1:2])
+
+
+def test_a_stream_slows_down_rather_than_freezing_when_every_frame_is_late():
+    """Frames later than max_late are dropped (a live stream shows the present), but when nothing was shown for
+    STALL seconds the newest late frame is shown: on an overloaded machine the stream slows down, never stops."""
+    from stylemotion.runtime.hub import STALL, HubFrame, HubStream
+
+    def frame(i, due):
+        return HubFrame(index=i, due=due, image=np.zeros((2, 2, 3), np.uint8), emotion=None, generation=0)
+
+    s = HubStream("s", planner=None, fps=10.0, start=100.0)
+    s.ready.extend([frame(0, 100.0), frame(1, 100.1)])
+    assert s.latest(now=100.5, max_late=0.25) is None  # both late, but the stream only just started
+    assert s.stats.dropped_late == 2
+    s.ready.extend([frame(2, 100.2), frame(3, 100.3)])
+    shown = s.latest(now=100.0 + STALL + 0.5, max_late=0.25)  # nothing shown for longer than STALL
+    assert shown is not None and shown.index == 3 and s.stats.dropped_late == 3 and s.stats.delivered == 1
+    s.ready.append(frame(4, 100.4))
+    assert s.latest(now=100.0 + STALL + 0.6, max_late=0.25) is None  # shown a moment ago: late frames drop again
