@@ -331,19 +331,16 @@ def animate_photo(G, photo: str | os.PathLike, out: str | os.PathLike, *, direct
                   source=np.array([str(photo)]), loss=np.asarray(projection.loss, np.float32).reshape(1),
                   space=np.array(space))
     recon = render_images(G, ws, progress=False, **engine_options)[0]
-    save_png(paths["reconstruction"], upscale(np.stack([aligned.crop, recon]), scale).transpose(1, 0, 2, 3)
-             .reshape(recon.shape[0] * scale, -1, 3))
+    save_png(paths["reconstruction"], make_grid(upscale(np.stack([aligned.crop, recon]), scale), cols=2))
     mse = float(np.mean((recon.astype(np.float64) - aligned.crop.astype(np.float64)) ** 2))
     log(f"embedded in {space.upper()} ({steps} steps): pixel RMSE {math.sqrt(mse):.1f}/255 -> {paths['latents']}")
 
-    from ..pipeline.keyframes import parse_script
+    from ..pipeline.keyframes import ScriptItem, keyframe_targets, parse_script
 
-    strips = {}  # the identity moved along each scripted emotion's direction (the planner's edit, ws + c * d)
+    strips = {}  # the identity moved along each scripted emotion's direction: the planner's own keyframe edit
     for emotion in dict.fromkeys(i.emotion for i in parse_script(script) if i.emotion in directions.emotions):
-        d = torch.as_tensor(np.asarray(directions[emotion], np.float32))
-        step = d[None, None, :] if d.ndim == 1 else d[None]
-        coeffs = torch.tensor([c * intensity for c in strip], dtype=torch.float32)
-        frames = render_images(G, ws + coeffs[:, None, None] * step, progress=False, **engine_options)
+        edits = keyframe_targets(ws, directions, [ScriptItem(emotion, 0.0, c * intensity) for c in strip])
+        frames = render_images(G, edits, progress=False, **engine_options)
         strips[emotion] = save_png(Path(f"{stem}-{emotion}.png"), make_grid(upscale(frames, scale), cols=len(strip)))
     streamer = stream(G, directions=directions, script=script, identity=ws, fps=fps, interp=interp,
                       transition=transition, intensity=intensity, seed=seed, **engine_options)
