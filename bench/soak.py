@@ -143,19 +143,16 @@ def clients(port: int, stop: threading.Event, tally: Tally, rng_seed: int) -> li
                         time.sleep(0.5)
         return threading.Thread(target=run, name=name, daemon=True)
 
-    def fast_viewer(rng):
-        n = read_mjpeg(port, "/stream.mjpg", rng.uniform(10, 30), 0.0, stop)
-        tally.add("fast_viewer_frames", max(n, 0))
-        tally.add("viewer_sessions")
-        if n < 0:
-            tally.bad(f"fast viewer got status {-n}")
+    def viewer(kind: str, seconds: tuple[float, float], pause: float):
+        def body(rng):
+            n = read_mjpeg(port, "/stream.mjpg", rng.uniform(*seconds), pause, stop)
+            tally.add(f"{kind}_viewer_frames", max(n, 0))
+            tally.add("viewer_sessions")
+            if n < 0:
+                tally.bad(f"{kind} viewer got status {-n}")
+        return body
 
-    def slow_viewer(rng):
-        n = read_mjpeg(port, "/stream.mjpg", rng.uniform(5, 20), 1.0, stop)
-        tally.add("slow_viewer_frames", max(n, 0))
-        tally.add("viewer_sessions")
-        if n < 0:
-            tally.bad(f"slow viewer got status {-n}")
+    fast_viewer, slow_viewer = viewer("fast", (10, 30), 0.0), viewer("slow", (5, 20), 1.0)  # slow: a frame a second
 
     def vanishing_viewer(rng):
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
