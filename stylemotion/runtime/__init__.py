@@ -5,31 +5,19 @@
 """
 from __future__ import annotations
 
-import copy
 import os
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .mapping import MappingView
 from .plan import CONTROL_FIELDS, PlannedBatch, Planner, StreamSettings
 from .sinks import CallbackSink, FileSink, NullSink, RawSink
 from .streamer import Batch, Frame, StreamConfig, Streamer
 
 __all__ = ["Batch", "CONTROL_FIELDS", "CallbackSink", "FileSink", "Frame", "NullSink", "PlannedBatch", "Planner",
            "RawSink", "StreamConfig", "StreamSettings", "Streamer", "open_model", "stream"]
-
-
-class _Mapping:
-    """What the planner needs of a generator: its sizes and its mapping network, on the engine's device (a copy
-    when the generator lives elsewhere; the caller's module is never moved)."""
-
-    def __init__(self, G, device: torch.device):
-        self.z_dim, self.w_dim, self.num_ws, self.c_dim = G.z_dim, G.w_dim, G.num_ws, G.c_dim
-        mapping = G.mapping
-        if mapping.w_avg.device != device:
-            mapping = copy.deepcopy(mapping).to(device)
-        self.mapping = mapping
 
 
 def open_model(model, *, backend: str = "auto", device: str | None = None, precision: str | None = None,
@@ -109,7 +97,7 @@ def make_planner(G, device: torch.device, settings: StreamSettings, *, direction
         from ..pipeline.latents_io import read_identity
 
         identity = torch.as_tensor(read_identity(identity, num_ws=G.num_ws, w_dim=G.w_dim))[None]
-    return Planner(_Mapping(G, device), directions, settings=settings, items=items, sampler=sampler,
+    return Planner(MappingView(G, device), directions, settings=settings, items=items, sampler=sampler,
                    predict=predict, latents=ws, seed=seed, identity=identity, endless=endless or live, device=device)
 
 
