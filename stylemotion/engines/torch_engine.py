@@ -5,9 +5,21 @@ put in eval mode): the caller's module keeps its device, dtype, training flag, `
 That costs one copy of the weights on the engine's device; later changes to the caller's module do not reach
 the engine.
 
-With CUDA graphs, each batch size is captured once (after a warm-up on a side stream) with static input and
-output buffers; ``run`` copies ws into the static input and replays the graph: no allocation and no host sync
-in the per-frame path. The returned images are that batch size's static output buffer (reused by the next run).
+With CUDA graphs, ``prepare(batches)`` captures one graph per batch *bucket* (after a warm-up on a side stream),
+largest first, into one shared memory pool, with static input and output buffers; ``run`` copies ws into the
+smallest bucket that holds the batch (the rows beyond it are left as they are and their images ignored), replays
+the graph and returns the first rows of that bucket's static output: no allocation and no host sync in the
+per-frame path. The returned images are a buffer the next run reuses: a caller that reads them while other threads
+may run the same engine holds ``engine.lock`` from ``run`` until it has read them (it is re-entrant; ``run`` takes
+it too). Capture rules, each from a crash or a silent fault seen on a GPU:
+
+- capture happens in ``prepare``, which the hub and the streamer call before any stream is admitted; ``run``
+  captures only for a batch larger than every prepared bucket (an engine used on its own, without ``prepare``);
+- capture uses ``capture_error_mode="thread_local"``, a capture stream made on the engine's device, and the
+  engine's device as the current one (a capture on ``cuda:1`` while ``cuda:0`` is current recorded nothing);
+- static buffers are made outside inference mode, so a batch captured from inference mode also runs outside it;
+- a capture that fails turns CUDA graphs off for this engine and renders eagerly from then on, said in
+  ``info.detail`` and the log, instead of failing every later frame.
 
 ``plan``: ``"fast"`` (the default on the CPU for float32 and constant noise) renders with ``FastSynthesis``, the
 CPU inference plan of the same network (Winograd for the 512-channel convolutions, the upsampling convolution as
@@ -21,7 +33,11 @@ it is (the benchmark's baseline row, which runs as the official code would).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+import logging
+import threading
 
 import torch
 
@@ -32,6 +48,8 @@ from .._malloc import retain_freed_memory
 from ..models.stylegan2_fast import FastSynthesis
 from .base import check_ws, info_from_spec
 
+
+log = logging.getLogger(__name__)
 
 NOISE_MODES = ("const", "random", "none")  # only this engine renders other than the exported constant noise
 PLANS = ("auto", "fast", "reference")
@@ -62,6 +80,9 @@ class TorchEngine:
         spec = synthesis_spec(self.G)
         self.device, self.precision, self.cuda_graphs, self.noise_mode = device, precision, cuda_graphs, noise_mode
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._pool = None  # one memory pool shared by every captured batch size
+        self._stream = None  # the stream every replay runs on (CUDA graphs)
+        self.lock = threading.RLock()  # copy-in, replay and reading the static output: one thread at a time
         extra = (", CUDA graphs per batch size" if cuda_graphs else "") + f", {self.plan} plan"
         if device.type == "cpu" and retain_memory:
             extra += ", freed memory kept for reuse" if retain_freed_memory() else ", malloc left as it is"
@@ -73,28 +94,86 @@ class TorchEngine:
             return self.fast(ws)
         return self.G.synthesis(ws, noise_mode=self.noise_mode, precision="fp16" if self.precision == "fp16" else "fp32")
 
+    def _on_device(self):
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+
     def _capture(self, batch: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
-        static_in = torch.zeros(batch, self.info.num_ws, self.info.w_dim, device=self.device)
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream), torch.no_grad():
-            for _ in range(2):  # warm-up: kernels chosen, workspaces allocated, outside the graph
-                self._forward(static_in)
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.no_grad():
-            static_out = self._forward(static_in)
+        # Called with self.lock held and the engine's device current. Outside inference mode: a static input made
+        # in inference mode could not be written by a later run outside it.
+        with torch.inference_mode(False), torch.no_grad():
+            static_in = torch.zeros(batch, self.info.num_ws, self.info.w_dim, device=self.device)
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm-up: kernels chosen, workspaces allocated, outside the graph
+                    self._forward(static_in)
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool, stream=stream, capture_error_mode="thread_local"):
+                static_out = self._forward(static_in)
         return graph, static_in, static_out
 
+    def _graphs_off(self, exc: BaseException) -> None:
+        """A capture failed: render eagerly from now on, and say so (info.detail, the log)."""
+        self.cuda_graphs = False
+        self._graphs.clear()
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        self.info = dataclasses.replace(self.info, detail=f"{self.info.detail}, CUDA graphs off after a failed "
+                                                          f"capture ({reason}): eager")
+        log.warning("CUDA graph capture failed on %s (%s); this engine renders eagerly from now on",
+                    self.device, reason)
+
+    def prepare(self, batches) -> tuple[int, ...]:
+        """Capture a CUDA graph for each batch size in ``batches`` (largest first, one shared memory pool) before
+        any stream runs; later batches pad to the smallest of them that holds them. Returns the captured batch
+        sizes (none without CUDA graphs, or after a failed capture, which turns graphs off: see ``info.detail``)."""
+        sizes = sorted({int(b) for b in batches}, reverse=True)
+        for b in sizes:
+            if not self.info.min_batch <= b <= self.info.max_batch:
+                raise ConfigError(f"batch bucket {b} is outside this engine's range "
+                                  f"{self.info.min_batch}..{self.info.max_batch}")
+        with self.lock, self._on_device():
+            if not self.cuda_graphs:
+                return ()
+            try:
+                for b in sizes:
+                    if b not in self._graphs:
+                        self._graphs[b] = self._capture(b)
+            except RuntimeError as exc:  # torch.AcceleratorError is a RuntimeError
+                with contextlib.suppress(RuntimeError):
+                    torch.cuda.synchronize(self.device)
+                self._graphs_off(exc)
+                return ()
+            return tuple(sorted(self._graphs))
+
+    def bucket(self, batch: int) -> int:
+        """The captured batch size a batch of ``batch`` runs in (``batch`` itself when none holds it)."""
+        return min((b for b in self._graphs if b >= batch), default=batch)
+
     def run(self, ws: torch.Tensor) -> torch.Tensor:
-        ws = check_ws(ws, self.info).to(self.device, non_blocking=True)
-        if not self.cuda_graphs:
-            with torch.no_grad():
-                return self._forward(ws)
-        batch = ws.shape[0]
-        if batch not in self._graphs:
-            self._graphs[batch] = self._capture(batch)
-        graph, static_in, static_out = self._graphs[batch]
-        static_in.copy_(ws, non_blocking=True)
-        graph.replay()
-        return static_out
+        ws = check_ws(ws, self.info)
+        with self.lock, self._on_device():
+            ws = ws.to(self.device, non_blocking=True)
+            if self.cuda_graphs:
+                batch = ws.shape[0]
+                bucket = self.bucket(batch)
+                if bucket not in self._graphs:  # an engine used without prepare(): capture this size now
+                    self.prepare([batch])
+            if not self.cuda_graphs:
+                with torch.no_grad():
+                    return self._forward(ws)
+            graph, static_in, static_out = self._graphs[bucket]
+            # Every replay on the engine's one stream: graphs share a memory pool, so two of them must never run
+            # at once, whichever stream each caller is on. The caller's stream waits for the images.
+            caller = torch.cuda.current_stream(self.device)
+            if self._stream is None:
+                self._stream = torch.cuda.Stream(self.device)
+            self._stream.wait_stream(caller)
+            with torch.cuda.stream(self._stream):
+                static_in[:batch].copy_(ws, non_blocking=True)
+                graph.replay()
+            caller.wait_stream(self._stream)
+            ws.record_stream(self._stream)
+            return static_out[:batch]

@@ -25,6 +25,7 @@ import torch
 
 from .. import ops
 from ..errors import ConfigError
+from .capture import buckets, holding, prepare
 from .plan import Planner
 from .streamer import Stats, _percentiles
 
@@ -147,15 +148,22 @@ class Hub:
         self._stop = threading.Event()
         self._render_estimate = 0.0
         self.batches, self.batched_frames = 0, 0
-        self.error: str | None = None
+        self.error: str | None = None  # the last render failure (shown in /stats), None when none happened
+        self.render_errors = 0  # batches that failed to render (their frames are skipped, the loop goes on)
+        self.buckets: tuple[int, ...] = ()  # the batch sizes the engine captured at start()
         self._thread: threading.Thread | None = None
 
     def start(self) -> "Hub":
         info = self.engine.info
+        # Every batch bucket the render loop can form is captured now, before any stream is admitted: nothing
+        # captures later, while sessions, controls and uploads use the device from other threads.
+        self.buckets = prepare(self.engine, buckets(self.max_batch))
         ws = torch.zeros(1, info.num_ws, info.w_dim, device=info.device)
         for _ in range(2):  # warm up and time one frame before any clock runs
             t = time.perf_counter()
-            ops.to_uint8(self.engine.run(ws)).cpu()
+            with holding(self.engine):
+                frames = ops.to_uint8(self.engine.run(ws))
+            frames.cpu()
             self._render_estimate = time.perf_counter() - t
         self._thread = threading.Thread(target=self._loop, name="stylemotion-hub", daemon=True)
         self._thread.start()
@@ -192,6 +200,7 @@ class Hub:
             streams = list(self.streams.values())
         info = self.engine.info
         return {"streams": len(streams), "batches": self.batches, "error": self.error,
+                "render_errors": self.render_errors, "buckets": list(self.buckets), "detail": info.detail,
                 "mean_batch": self.batched_frames / self.batches if self.batches else 0.0,
                 "render_ms": self._render_estimate * 1e3,
                 "engine": {"backend": info.backend, "precision": info.precision, "device": info.device},
@@ -239,11 +248,12 @@ class Hub:
     def _loop(self) -> None:
         try:
             self._render_loop()
-        except BaseException as exc:  # the server reports it in /stats and the log; streams stop getting frames
+        except BaseException as exc:  # a fault outside rendering: reported in /stats and the log
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("the hub's render loop stopped")
 
     def _render_loop(self) -> None:
+        failures = 0  # in a row
         while not self._stop.is_set():
             picked = self._collect(time.perf_counter())
             if not picked:
@@ -251,8 +261,23 @@ class Hub:
                 continue
             t = time.perf_counter()
             ws = torch.cat([p.ws for _, p in picked])
-            with torch.inference_mode():
-                frames = ops.to_uint8(self.engine.run(ws)).cpu().numpy()
+            try:
+                with torch.inference_mode():
+                    with holding(self.engine):  # the engine's output buffer is read before another run
+                        frames = ops.to_uint8(self.engine.run(ws))
+                    frames = frames.cpu().numpy()
+            except Exception as exc:  # noqa: BLE001 - one failed batch must not end every stream for good
+                failures += 1
+                self.render_errors += 1
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.exception("the hub failed to render a batch of %d frames (%d in a row); its frames are "
+                              "skipped", len(picked), failures)
+                for stream, _ in picked:
+                    with stream.stats.lock:
+                        stream.stats.dropped_behind += 1
+                self._stop.wait(min(0.05 * 2 ** min(failures, 5), 1.0))  # back off, then try again
+                continue
+            failures = 0
             seconds = time.perf_counter() - t
             self._render_estimate = 0.7 * self._render_estimate + 0.3 * seconds
             self.batches += 1

@@ -32,6 +32,7 @@ import torch
 
 from .. import ops
 from ..errors import ConfigError
+from .capture import holding, prepare
 from .plan import PlannedBatch, Planner
 
 MODES = ("offline", "realtime")
@@ -183,14 +184,20 @@ class Streamer:
         if self._started:
             raise ConfigError("a Streamer streams once; make a new one with stylemotion.stream(...)")
         self._started = True
+        # CUDA graphs for this stream's batch are captured here, before the worker starts (a short last batch runs
+        # padded in the same graph): nothing captures while this stream's threads, or another stream's, are busy.
+        with self._on_device():
+            prepare(self.engine, [self.batch])
         if self.config.mode == "realtime":
-            # Warm up (kernels chosen, CUDA graphs captured) before the clock runs, and time one batch: the first
-            # estimate of how long ahead of its due time a frame must be planned.
+            # Warm up (kernels chosen) before the clock runs, and time one batch: the first estimate of how long
+            # ahead of its due time a frame must be planned.
             info = self.engine.info
             ws = torch.zeros(self.batch, info.num_ws, info.w_dim, device=self.device)
             for _ in range(2):
                 t = time.perf_counter()
-                ops.to_uint8(self.engine.run(ws)).cpu()
+                with holding(self.engine):
+                    frames = ops.to_uint8(self.engine.run(ws))
+                frames.cpu()
                 self._render_estimate = time.perf_counter() - t
         self._t0 = time.perf_counter() + self.config.lookahead + self._render_estimate
         if self._threaded:
@@ -271,7 +278,7 @@ class Streamer:
             started.record()
         else:
             started = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), holding(self.engine):  # the engine's output buffer is read before another run
             frames = ops.to_uint8(self.engine.run(planned.ws))
         copied = None
         if self.cuda and not self.config.as_tensor:

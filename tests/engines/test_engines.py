@@ -201,11 +201,12 @@ def test_cuda_engines_match_fp32(G):
     ref = reference(Gc, ws)
     graphs = open_engine(Gc, backend="torch", device="cuda", precision="fp16", cuda_graphs=True)
     out = graphs.run(ws).clone()
-    again = graphs.run(ws)  # replay of the captured graph
-    assert torch.equal(out, again)
-    ws2 = Gc.mapping(torch.randn(4, Gc.z_dim, device="cuda"))  # new input into the same static buffer
-    other = graphs.run(ws2)
-    assert not torch.equal(other, out)
+    again = graphs.run(ws)  # replay of the captured graph: the same images up to cuDNN's choice of algorithm,
+    ws2 = Gc.mapping(torch.randn(4, Gc.z_dim, device="cuda"))  # never bit equality of convolutions
+    other = graphs.run(ws2).clone()  # new input into the same static buffer: other images
+    changed = (other - out).abs().max().item()
+    assert changed > 0.05, "the replay ignored its new input"
+    assert (again - out).abs().max().item() <= 1e-2 * changed, "a replay of the same input differs"
     ref2 = reference(Gc, ws2)
     assert 10 * torch.log10(torch.tensor((ref2.max() - ref2.min()).item() ** 2
                                          / (other.float() - ref2).square().mean().item())).item() >= 35

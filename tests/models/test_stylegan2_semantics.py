@@ -259,14 +259,20 @@ def test_fp16_blocks_close_to_fp32(device):
     assert fp16.dtype == torch.float32 and torch.isfinite(fp16).all()
     assert (fp16 - ref).abs().max() > 1e-4, "the FP16 path did not run"
     assert psnr(fp16, ref) >= 40, f"FP16 PSNR {psnr(fp16, ref):.1f} dB"
-    # Same path, same inputs: equal to float rounding (never assert bit equality of convolutions across calls),
-    # and far tighter than the FP16 error above, so these tell the paths apart.
-    same = dict(rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(G.synthesis(ws, force_fp32=True), ref, **same)
+    # Same path, same inputs: equal up to the algorithm cuDNN (or the CPU's kernels) picks for the call (never
+    # bit equality of convolutions across calls), which is far below the FP16 error above: a tolerance of a
+    # twentieth of that error tells the paths apart.
+    gap = (fp16 - ref).abs().max().item()
+
+    def same_path(a, b, msg):
+        diff = (a - b).abs().max().item()
+        assert diff <= gap / 20, f"{msg}: differs by {diff:.2e}, the FP16 error is {gap:.2e}"
+
+    same_path(G.synthesis(ws, force_fp32=True), ref, "force_fp32 must run float32")
     if device == "cuda":
-        torch.testing.assert_close(G.synthesis(ws), fp16, **same, msg="on CUDA 'auto' must run the FP16 blocks")
+        same_path(G.synthesis(ws), fp16, "on CUDA 'auto' must run the FP16 blocks")
     else:
-        torch.testing.assert_close(G.synthesis(ws), ref, **same, msg="on the CPU 'auto' must stay in float32")
+        same_path(G.synthesis(ws), ref, "on the CPU 'auto' must stay in float32")
 
 
 def test_fp16_clamp_keeps_huge_activations_finite():
