@@ -24,8 +24,13 @@ it too). Capture rules, each from a crash or a silent fault seen on a GPU:
 ``plan``: ``"fast"`` (the default on the CPU for float32 and constant noise) renders with ``FastSynthesis``, the
 CPU inference plan of the same network (Winograd for the 512-channel convolutions, the upsampling convolution as
 one matrix product, constants folded: about 0.55x the time of the official form on 2 CPU cores, bench/results);
-``"reference"`` renders with ``G.synthesis`` itself, in the official grouped form (the benchmark's baseline). On
-CUDA, and for FP16 or non-constant noise, the engine always uses the reference network (FP16 blocks, cuDNN).
+``"cuda"`` (the default on CUDA for constant noise) renders with ``CudaSynthesis``, the GPU inference plan (upsampling
+and FIR folded into one convolution, per-sample scales around shared-weight convolutions, one epilogue per layer,
+FP16 channels-last: ``models/stylegan2_cuda.py``); ``fp16_blocks`` (``"official"`` or ``"all"``) says which blocks
+run in FP16 at ``precision="fp16"``, ``epilogue`` (``"eager"`` or ``"compile"``) how the epilogue runs. It runs on
+the CPU too (the tests compare it there with the reference). A network the plan cannot take falls back to the
+reference, and ``info.detail`` says why. ``"reference"`` renders with ``G.synthesis`` itself, in the official
+grouped form (the benchmark's baseline); so do non-constant noise modes.
 
 On the CPU the engine asks glibc to keep freed memory for reuse (``_malloc.py``: without it every large tensor is a
 fresh mmap and a forward pass spends 40% of its time faulting pages in); ``retain_memory=False`` leaves malloc as
@@ -45,6 +50,7 @@ from ..errors import ConfigError, EngineError
 from ..export.networks import synthesis_spec
 from ..models.stylegan2 import Generator
 from .._malloc import retain_freed_memory
+from ..models.stylegan2_cuda import EPILOGUES, CudaSynthesis, plannable_reason
 from ..models.stylegan2_fast import FastSynthesis
 from .base import check_ws, info_from_spec
 
@@ -52,13 +58,14 @@ from .base import check_ws, info_from_spec
 log = logging.getLogger(__name__)
 
 NOISE_MODES = ("const", "random", "none")  # only this engine renders other than the exported constant noise
-PLANS = ("auto", "fast", "reference")
+PLANS = ("auto", "fast", "cuda", "reference")
 
 
 class TorchEngine:
     def __init__(self, G: Generator, *, device: str | torch.device = "cpu", precision: str = "fp32",
                  cuda_graphs: bool = False, max_batch: int = 64, noise_mode: str = "const", plan: str = "auto",
-                 retain_memory: bool = True, detail: str = ""):
+                 retain_memory: bool = True, detail: str = "", fp16_blocks: str = "official",
+                 epilogue: str = "eager"):
         if precision not in ("fp32", "fp16"):
             raise ConfigError(f"precision must be fp32 or fp16, got {precision!r}")
         if plan not in PLANS:
@@ -74,16 +81,37 @@ class TorchEngine:
         if plan == "fast" and not fast_ok:
             raise ConfigError("the fast plan renders float32 with constant noise on the CPU; asked: "
                               f"{precision}, noise {noise_mode!r}, {device}")
-        self.plan = "fast" if plan == "fast" or (plan == "auto" and fast_ok) else "reference"
+        if fp16_blocks not in ("official", "all"):
+            raise ConfigError(f"fp16_blocks must be 'official' or 'all', got {fp16_blocks!r}")
+        if epilogue not in EPILOGUES:
+            raise ConfigError(f"epilogue must be one of {EPILOGUES}, got {epilogue!r}")
+        if plan == "cuda" and noise_mode != "const":
+            raise ConfigError(f"the cuda plan renders constant noise; asked: noise {noise_mode!r}")
+        fallback = ""
+        if plan == "cuda" or (plan == "auto" and device.type == "cuda" and noise_mode == "const"):
+            why = plannable_reason(G.synthesis)
+            if why is None:
+                plan = "cuda"
+            else:
+                fallback = f", reference network (the cuda plan cannot take it: {why})"
+                plan = "reference"
+        self.plan = "fast" if plan == "fast" or (plan == "auto" and fast_ok) else plan if plan == "cuda" \
+            else "reference"
         self.G = copy.deepcopy(G).to(device).eval().requires_grad_(False)  # never the caller's module
         self.fast = FastSynthesis(self.G.synthesis, target="eager") if self.plan == "fast" else None
+        self.cuda_plan = None
+        if self.plan == "cuda":
+            blocks = "none" if precision == "fp32" else fp16_blocks
+            self.cuda_plan = CudaSynthesis(self.G.synthesis, fp16_blocks=blocks, channels_last=device.type == "cuda",
+                                           epilogue=epilogue).to(device)
         spec = synthesis_spec(self.G)
         self.device, self.precision, self.cuda_graphs, self.noise_mode = device, precision, cuda_graphs, noise_mode
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._pool = None  # one memory pool shared by every captured batch size
         self._stream = None  # the stream every replay runs on (CUDA graphs)
         self.lock = threading.RLock()  # copy-in, replay and reading the static output: one thread at a time
-        extra = (", CUDA graphs per batch size" if cuda_graphs else "") + f", {self.plan} plan"
+        extra = (", CUDA graphs per batch size" if cuda_graphs else "") + (
+            f", {self.cuda_plan.description}" if self.cuda_plan is not None else f", {self.plan} plan") + fallback
         if device.type == "cpu" and retain_memory:
             extra += ", freed memory kept for reuse" if retain_freed_memory() else ", malloc left as it is"
         self.info = info_from_spec(spec, backend="torch", precision=precision, device=str(device), min_batch=1,
@@ -92,6 +120,8 @@ class TorchEngine:
     def _forward(self, ws: torch.Tensor) -> torch.Tensor:
         if self.fast is not None:
             return self.fast(ws)
+        if self.cuda_plan is not None:
+            return self.cuda_plan(ws)
         return self.G.synthesis(ws, noise_mode=self.noise_mode, precision="fp16" if self.precision == "fp16" else "fp32")
 
     def _on_device(self):
