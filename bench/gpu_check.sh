@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Everything a lent GPU can tell us, in one call of the device tool (DESIGN.md section 6):
-#   the CUDA-marked tests (FP16 against float32 by PSNR, CUDA graphs), generator throughput for fp32 and fp16,
+#   the CUDA-marked tests (FP16 against float32 by PSNR, CUDA graphs, 8 streams on one engine at 1024²), the CUDA
+#   plan against the reference engine (bench/cuda_plan.py: rows, PSNR, top kernels), live streams per GPU at 1024²
+#   and 30 fps (bench/serve.py), generator throughput for fp32 and fp16,
 #   the runtime (offline stream vs engine alone; a 60 fps realtime stream's latencies), cpp_ext's CUDA kernels
 #   (built, tested against their references, and timed against the copy bandwidth), the projector's step cost, and every engine's images/s on the GPU (torch fp32/fp16/graphs, ONNX Runtime CUDA
 #   where onnxruntime-gpu is installed). GPU rows only: no CPU benchmark runs inside the device call.
@@ -50,6 +52,10 @@ case "$DEVICE" in
     # The runtime: offline stream vs engine alone at batch 1..16, and a 60 fps realtime stream (p99 <= 16.7 ms?)
     STREAM_ARGS=(--batch 1,4,8,16 --frames 64 --iters 10 --fps 60 --seconds 8)
     OPS_ARGS=()
+    # Live streams per GPU: 1024², 30 fps, 4..16 streams on one engine (the hub, CUDA graphs per bucket).
+    SERVE_ARGS=(--model "$BIG" --fps 30 --streams 4,8,12,16 --seconds 5)
+    # The CUDA plan against the reference engine: 1024² at 1/8/32, 256² at 1/32, PSNR, top kernels.
+    PLAN_ARGS=()
     ;;
   cpu)
     DEST=${STYLEMOTION_GPU_CHECK_RESULTS:-}
@@ -63,6 +69,8 @@ case "$DEVICE" in
     ENGINE_ARGS=(--batch 1,2 --iters 1 --threads 1)
     STREAM_ARGS=(--batch 1,2 --iters 1 --fps 12 --seconds 1 --threads 1)
     OPS_ARGS=(--no-compile --only 64 --threads 1)
+    SERVE_ARGS=(--model "$BIG" --fps 12 --streams 1,2 --seconds 1)
+    PLAN_ARGS=(--model "$BIG" --min-seconds 0 --max-iters 2)
     ;;
   *) echo "STYLEMOTION_GPU_CHECK_DEVICE must be cuda, cuda:N or cpu, got '$DEVICE'" >&2; exit 2;;
 esac
@@ -122,7 +130,9 @@ if [ "$status" -ne 0 ]; then
 fi
 # cpp_ext first (the CUDA kernels when PyTorch sees the GPU), so the CUDA op tests below run the kernels.
 step "cpp_ext build" 240 "$PY" -m stylemotion.ext build
-step "pytest -m gpu" 180 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
+step "pytest -m gpu" 240 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
+step "cuda plan" 180 "$PY" bench/cuda_plan.py --device "$DEVICE" "${PLAN_ARGS[@]}" --out "$RUN"
+step "serve $BIG" 120 "$PY" bench/serve.py --device "$DEVICE" "${SERVE_ARGS[@]}" --out "$RUN"
 step "generator $BIG" 120 "$PY" bench/run.py --model "$BIG" --device "$DEVICE" "${RUN_ARGS[@]}" --tag "$BIG" --out "$RUN"
 step "stream $BIG" 120 "$PY" bench/stream.py --model "$BIG" --device "$DEVICE" "${STREAM_ARGS[@]}" --out "$RUN"
 step "ops" 90 "$PY" bench/ops.py --device "$DEVICE" "${OPS_ARGS[@]}" --out "$RUN"

@@ -67,8 +67,9 @@ def run_row(engine, G, directions, *, streams: int, fps: float, seconds: float, 
     worst = float(np.nanmin(fps_each)) if fps_each else float("nan")
     return {"streams": streams, "fps_target": fps, "fps_min": worst, "fps_mean": float(np.nanmean(fps_each)),
             "latency_p99_ms": p99, "dropped": int(sum(s["dropped"] for s in snaps)),
-            "mean_batch": hub_stats["mean_batch"],
-            "sustained": bool(worst >= 0.95 * fps and p99 < 1e3 / fps)}
+            "mean_batch": hub_stats["mean_batch"], "render_errors": hub_stats["render_errors"],
+            "error": hub_stats["error"],
+            "sustained": bool(worst >= 0.95 * fps and p99 < 1e3 / fps and not hub_stats["render_errors"])}
 
 
 def main(argv=None) -> int:
@@ -105,10 +106,16 @@ def main(argv=None) -> int:
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['streams']} | {r['fps_target']:g} | {r['fps_min']:.2f} | {r['latency_p99_ms']:.1f} | "
               f"{r['mean_batch']:.2f} | {r['dropped']} | {'yes' if r['sustained'] else 'no'} |" for r in rows]
-    lines += ["", f"Sustained: {best} stream(s) at {args.fps:g} fps.", "", f"`{result['command']}`"]
+    lines += ["", f"Sustained: {best} stream(s) at {args.fps:g} fps on one {dev} (streams per GPU).",
+              "", f"Engine: {info.detail}", "", f"`{result['command']}`"]
     stem = f"serve-{dev.replace(' ', '_').replace('/', '_')}-{dt.date.today().isoformat()}-{args.model}"
     write_results(Path(args.out), stem, result, lines)
-    return 0
+    print(f"streams per GPU at {args.fps:g} fps ({args.model}): {best}")
+    failed = [r for r in rows if r["render_errors"] or r["error"]]
+    for r in failed:
+        print(f"error: {r['streams']} streams: {r['render_errors']} failed batches, last: {r['error']}",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
