@@ -252,9 +252,11 @@ at::Tensor acd_cuda(const at::Tensor& frames_in, const c10::optional<at::Tensor>
   const auto previous = previous_in.has_value() ? previous_in->contiguous() : at::Tensor();
   const int64_t pairs = previous.defined() ? n : std::max<int64_t>(n - 1, 0);
   auto out = at::empty({pairs}, frames.options().dtype(at::kDouble));
-  check_launch(sm::acd_cuda(frames.data_ptr(), previous.defined() ? previous.data_ptr() : nullptr,
-                            frames.scalar_type() == at::kByte, n, size, out.data_ptr<double>(),
-                            at::cuda::getCurrentCUDAStream()),
+  const bool u8 = frames.scalar_type() == at::kByte;
+  auto partials = at::empty({std::max<int64_t>(pairs, 1) * sm::acd_chunks(u8, size)},
+                            frames.options().dtype(at::kDouble));
+  check_launch(sm::acd_cuda(frames.data_ptr(), previous.defined() ? previous.data_ptr() : nullptr, u8, n, size,
+                            out.data_ptr<double>(), partials.data_ptr<double>(), at::cuda::getCurrentCUDAStream()),
                "acd");
   return out;
 }

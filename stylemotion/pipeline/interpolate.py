@@ -109,6 +109,10 @@ class Schedule:
         # Transition length of each frame's segment, once (the Hermite form scales tangents by it).
         self._transition = torch.as_tensor([s.transition for s in self.segments], dtype=keyframes.dtype,
                                            device=keyframes.device)
+        # The whole schedule on the keyframes' device once: a batch slices it (no host-to-device copy, and no
+        # sync, per batch or per skipped frame).
+        self._segment = torch.as_tensor(self.index.segment, device=keyframes.device)
+        self._t = torch.as_tensor(self.index.t, dtype=keyframes.dtype, device=keyframes.device)
 
     @property
     def num_frames(self) -> int:
@@ -130,8 +134,7 @@ class Schedule:
         """Interpolated latents of frames ``[start, stop)``: ``[stop - start, ...]`` like one keyframe."""
         from .. import ops
 
-        seg = torch.as_tensor(self.index.segment[start:stop], device=self.keyframes.device)
-        t = torch.as_tensor(self.index.t[start:stop], dtype=self.keyframes.dtype, device=self.keyframes.device)
+        seg, t = self._segment[start:stop], self._t[start:stop]
         a, b = self.keyframes[seg], self.keyframes[seg + 1]
         if self.mode == "slerp":
             t = t.reshape((-1,) + (1,) * (a.ndim - 1))

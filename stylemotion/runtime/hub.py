@@ -13,6 +13,7 @@ that is due (the server's publisher encodes it once for every viewer).
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import math
@@ -253,44 +254,88 @@ class Hub:
             log.exception("the hub's render loop stopped")
 
     def _render_loop(self) -> None:
+        """Collect due frames, launch their batch, and deliver the batch before it. On CUDA a batch's uint8 frames
+        go to pinned host memory on a copy stream after an event, and the next batch is planned and launched
+        before this one is waited for: the GPU renders batch k+1 while batch k crosses to the host (no blocking
+        copy into a fresh pageable buffer, no idle GPU between batches)."""
+        cuda = self.engine.info.device.startswith("cuda")
+        device = torch.device(self.engine.info.device)
+        copy_stream = torch.cuda.Stream(device) if cuda else None
         failures = 0  # in a row
-        while not self._stop.is_set():
-            picked = self._collect(time.perf_counter())
-            if not picked:
-                self._stop.wait(0.005)
-                continue
-            t = time.perf_counter()
-            ws = torch.cat([p.ws for _, p in picked])
-            try:
-                with torch.inference_mode():
-                    with holding(self.engine):  # the engine's output buffer is read before another run
-                        frames = ops.to_uint8(self.engine.run(ws))
-                    frames = frames.cpu().numpy()
-            except Exception as exc:  # noqa: BLE001 - one failed batch must not end every stream for good
-                failures += 1
-                self.render_errors += 1
-                self.error = f"{type(exc).__name__}: {exc}"
-                log.exception("the hub failed to render a batch of %d frames (%d in a row); its frames are "
-                              "skipped", len(picked), failures)
-                for stream, _ in picked:
-                    with stream.stats.lock:
-                        stream.stats.dropped_behind += 1
-                self._stop.wait(min(0.05 * 2 ** min(failures, 5), 1.0))  # back off, then try again
-                continue
-            failures = 0
-            seconds = time.perf_counter() - t
-            self._render_estimate = 0.7 * self._render_estimate + 0.3 * seconds
-            self.batches += 1
-            self.batched_frames += len(picked)
-            for (stream, planned), image in zip(picked, frames):
-                frame = HubFrame(planned.first, stream.due(planned.first), image, planned.emotions[0],
-                                 planned.generation)
-                with stream.lock:
-                    stream.ready.append(frame)
-                if stream.on_frame is not None:
-                    stream.on_frame(frame)
-                with stream.stats.lock:
-                    stream.stats.latency.append(seconds)
+        pending = None  # the launched batch not delivered yet
+        with torch.cuda.device(device) if cuda else contextlib.nullcontext():
+            while not self._stop.is_set():
+                picked = self._collect(time.perf_counter())
+                launched = None
+                if picked:
+                    try:
+                        launched = self._launch(picked, copy_stream)
+                        failures = 0
+                    except Exception as exc:  # noqa: BLE001 - one failed batch must not end every stream for good
+                        failures += 1
+                        self._failed(picked, exc, failures)
+                if pending is not None:
+                    try:
+                        self._deliver(*pending)
+                    except Exception as exc:  # noqa: BLE001 - as above: the copy or the kernels behind it failed
+                        failures += 1
+                        self._failed(pending[0], exc, failures)
+                pending = launched
+                if failures:
+                    self._stop.wait(min(0.05 * 2 ** min(failures, 5), 1.0))  # back off, then try again
+                elif not picked and pending is None:
+                    self._stop.wait(0.005)
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    self._deliver(*pending)
+
+    def _launch(self, picked, copy_stream):
+        """Render ``picked``: ``(picked, frames, copied event or None, start time)``; on CUDA only enqueued."""
+        t = time.perf_counter()
+        ws = torch.cat([p.ws for _, p in picked])
+        with torch.inference_mode():
+            with holding(self.engine):  # the engine's output buffer is read before another run
+                frames = ops.to_uint8(self.engine.run(ws))
+            if copy_stream is None:
+                return picked, frames.numpy(), None, t
+            rendered = torch.cuda.Event()
+            rendered.record()
+            copy_stream.wait_event(rendered)
+            host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)  # PyTorch caches pinned blocks
+            with torch.cuda.stream(copy_stream):
+                host.copy_(frames, non_blocking=True)
+                frames.record_stream(copy_stream)
+                copied = torch.cuda.Event()
+                copied.record(copy_stream)
+        return picked, host, copied, t
+
+    def _deliver(self, picked, frames, copied, started: float) -> None:
+        """Hand each stream its frames of a launched batch (waiting for that batch's copy only)."""
+        if copied is not None:
+            copied.synchronize()
+            frames = frames.numpy()  # the frames' rows keep the pinned buffer alive until they are dropped
+        seconds = time.perf_counter() - started
+        self._render_estimate = 0.7 * self._render_estimate + 0.3 * seconds
+        self.batches += 1
+        self.batched_frames += len(picked)
+        for (stream, planned), image in zip(picked, frames):
+            frame = HubFrame(planned.first, stream.due(planned.first), image, planned.emotions[0],
+                             planned.generation)
+            with stream.lock:
+                stream.ready.append(frame)
+            if stream.on_frame is not None:
+                stream.on_frame(frame)
+            with stream.stats.lock:
+                stream.stats.latency.append(seconds)
+
+    def _failed(self, picked, exc: BaseException, failures: int) -> None:
+        self.render_errors += 1
+        self.error = f"{type(exc).__name__}: {exc}"
+        log.error("the hub failed to render a batch of %d frames (%d in a row); its frames are skipped: %s",
+                  len(picked), failures, self.error, exc_info=exc)
+        for stream, _ in picked:
+            with stream.stats.lock:
+                stream.stats.dropped_behind += 1
 
 
 class CapacityError(ConfigError):
