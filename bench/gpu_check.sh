@@ -15,11 +15,13 @@
 # Environment: PYTHON (default: python3 on a GPU, whose own python and PyTorch are used there since the .venv of
 # the CPU machines does not work on it; .venv/bin/python in a dry run when `make test` has made it); STYLEMOTION_GPU_CHECK_DEVICE (cuda, cuda:N or cpu; default cuda);
 # STYLEMOTION_GPU_CHECK_BUDGET (seconds for all steps; each step is stopped at what is left);
+# STYLEMOTION_GPU_CHECK_ONLY (comma-separated first words of the steps to run, e.g. "torch,cpp_ext,pytest,cuda";
+# the others are listed as skipped: for a short call);
 # STYLEMOTION_GPU_CHECK_RESULTS (where the results go: default bench/results/ on a GPU, a temporary folder in a
 # dry run, so that dry-run figures never land in the committed results).
 # Each step prints its exit status and wall time; a summary and the whole log are written beside the results,
-# and, when the device tool sets $OUT, copied to $OUT/results after every step (a cut-off call still returns
-# what was done). Exits 1 when any step failed, 2 on a bad setting.
+# and, when the device tool sets $OUT, the results are archived to $OUT/results.tgz after every step (a cut-off
+# call still returns what was done). Exits 1 when any step failed, 2 on a bad setting.
 set -uo pipefail
 if [ -n "${STYLEMOTION_GPU_CHECK_RESULTS:-}" ]; then  # relative to where the script was started from
   case "$STYLEMOTION_GPU_CHECK_RESULTS" in
@@ -82,15 +84,25 @@ START=$SECONDS
 status=0
 summary=()
 
-publish() {  # copy this run's files (and only them) to the results folder and to $OUT
+publish() {  # copy this run's files (and only them) to the results folder, and to $OUT as one archive (the device
+  # tool brings back at most 8 files) beside the summary and the log, replaced after every step
   if [ -n "$DEST" ]; then mkdir -p "$DEST" && cp "$RUN"/* "$DEST"/ 2>/dev/null; fi
-  if [ -n "${OUT:-}" ]; then mkdir -p "$OUT/results" && cp "$RUN"/* "$OUT/results"/ 2>/dev/null; fi
+  if [ -n "${OUT:-}" ]; then
+    tar -czf "$OUT/.results.tgz.partial" -C "$RUN" . 2>/dev/null && mv -f "$OUT/.results.tgz.partial" "$OUT/results.tgz"
+    cp "$SUMMARY" "$LOG" "$OUT"/ 2>/dev/null
+  fi
   return 0
 }
 
 step() {  # step NAME LIMIT_S COMMAND...: run with a time limit (cut to the budget left), log, time, record
   local name=$1 limit=$2 left rc t0 line
   shift 2
+  if [ -n "${STYLEMOTION_GPU_CHECK_ONLY:-}" ] && [[ ",$STYLEMOTION_GPU_CHECK_ONLY," != *",${name%% *},"* ]]; then
+    line="$name: skipped (not in STYLEMOTION_GPU_CHECK_ONLY)"
+    echo "=== $line" | tee -a "$LOG"
+    summary+=("$line")
+    return 0
+  fi
   left=$((BUDGET - (SECONDS - START)))
   if [ "$left" -lt "$limit" ]; then limit=$left; fi
   if [ "$limit" -lt 5 ]; then
@@ -129,7 +141,7 @@ if [ "$status" -ne 0 ]; then
   exit 1
 fi
 # cpp_ext first (the CUDA kernels when PyTorch sees the GPU), so the CUDA op tests below run the kernels.
-step "cpp_ext build" 240 "$PY" -m stylemotion.ext build
+step "cpp_ext build" 240 "$PY" -m stylemotion.extension build
 step "pytest -m gpu" 240 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
 step "cuda plan" 180 "$PY" bench/cuda_plan.py --device "$DEVICE" "${PLAN_ARGS[@]}" --out "$RUN"
 step "serve $BIG" 120 "$PY" bench/serve.py --device "$DEVICE" "${SERVE_ARGS[@]}" --out "$RUN"

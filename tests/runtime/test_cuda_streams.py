@@ -32,8 +32,15 @@ def G1024():
     return load_generator("ffhq-1024")
 
 
+_EAGER = {}
+
+
 def eager_frames(G, ws, device="cuda:0") -> np.ndarray:
-    engine = open_engine(G, backend="torch", device=device, precision="fp16", cuda_graphs=False)
+    """The same engine without CUDA graphs (one per generator and device, built once)."""
+    key = (id(G), device)
+    if key not in _EAGER:
+        _EAGER[key] = open_engine(G, backend="torch", device=device, precision="fp16", cuda_graphs=False)
+    engine = _EAGER[key]
     with torch.no_grad():
         return ops.to_uint8(engine.run(ws.to(device))).cpu().numpy()
 
