@@ -55,7 +55,7 @@ case "$DEVICE" in
     STREAM_ARGS=(--batch 1,4,8,16 --frames 64 --iters 10 --fps 60 --seconds 8)
     OPS_ARGS=()
     # Live streams per GPU: 1024², 30 fps, 4..16 streams on one engine (the hub, CUDA graphs per bucket).
-    SERVE_ARGS=(--model "$BIG" --fps 30 --streams 4,8,12,16 --seconds 5)
+    SERVE_ARGS=(--model "$BIG" --fps 30 --streams 4,8,12,16,20,24 --seconds 5)
     # The CUDA plan against the reference engine: 1024² at 1/8/32, 256² at 1/32, PSNR, top kernels.
     PLAN_ARGS=()
     ;;

@@ -4,8 +4,9 @@ read the way the server's publisher reads it.
     python bench/serve.py --model ffhq-256 --device cpu --fps 1 --streams 1,2 --seconds 20
     python bench/serve.py --model ffhq-1024 --device cuda --fps 30 --streams 1,4,8,16,24 --seconds 10
 
-A row is sustained when every stream delivers at least 95 % of the target fps and the p99 frame latency (engine
-start to uint8 frames on the host, per batch) is under 1/fps. Writes ``bench/results/serve-<device>-<date>-<model>``
+A row is sustained when every stream delivers at least 95 % of the target fps, at most 1 % of frames are dropped,
+the p99 lateness (shown minus due) is under 1/fps and no batch failed; the render latency (engine start to uint8
+frames on the host, per batch) is reported beside it. Writes ``bench/results/serve-<device>-<date>-<model>``
 (.json, .md).
 """
 from __future__ import annotations
@@ -65,11 +66,19 @@ def run_row(engine, G, directions, *, streams: int, fps: float, seconds: float, 
     latencies = np.concatenate([np.asarray(s.stats.latency) for s in opened]) * 1e3
     p99 = float(np.percentile(latencies, 99)) if len(latencies) else float("nan")
     worst = float(np.nanmin(fps_each)) if fps_each else float("nan")
+    late = [s["lateness_ms"]["p99"] for s in snaps if s["lateness_ms"]["p99"] == s["lateness_ms"]["p99"]]
+    late_p99 = float(max(late)) if late else float("nan")
+    shown = sum(s["frames"] for s in snaps)
+    dropped = int(sum(s["dropped"] for s in snaps))
     return {"streams": streams, "fps_target": fps, "fps_min": worst, "fps_mean": float(np.nanmean(fps_each)),
-            "latency_p99_ms": p99, "dropped": int(sum(s["dropped"] for s in snaps)),
+            "latency_p99_ms": p99, "lateness_p99_ms": late_p99, "dropped": dropped,
             "mean_batch": hub_stats["mean_batch"], "render_errors": hub_stats["render_errors"],
             "error": hub_stats["error"],
-            "sustained": bool(worst >= 0.95 * fps and p99 < 1e3 / fps and not hub_stats["render_errors"])}
+            # What a viewer sees: every stream at >= 95 % of its fps, at most 1 % of frames dropped, frames shown
+            # less than one frame interval after their due time (p99), no failed batch. The render latency (engine
+            # start to frames on the host, per batch) is reported but not judged: frames are planned that far ahead.
+            "sustained": bool(worst >= 0.95 * fps and dropped <= 0.01 * max(shown + dropped, 1)
+                              and late_p99 < 1e3 / fps and not hub_stats["render_errors"])}
 
 
 def main(argv=None) -> int:
@@ -91,8 +100,9 @@ def main(argv=None) -> int:
     for n in (int(v) for v in args.streams.split(",")):
         row = run_row(engine, G, directions, streams=n, fps=args.fps, seconds=args.seconds, max_batch=args.batch)
         rows.append(row)
-        print(f"{n} streams at {args.fps:g} fps: slowest {row['fps_min']:.2f} fps, p99 latency "
-              f"{row['latency_p99_ms']:.1f} ms, mean batch {row['mean_batch']:.2f}, dropped {row['dropped']}"
+        print(f"{n} streams at {args.fps:g} fps: slowest {row['fps_min']:.2f} fps, p99 render latency "
+              f"{row['latency_p99_ms']:.1f} ms, p99 lateness {row['lateness_p99_ms']:.1f} ms, mean batch "
+              f"{row['mean_batch']:.2f}, dropped {row['dropped']}"
               f" -> {'sustained' if row['sustained'] else 'NOT sustained'}", flush=True)
     dev = device_name(device)
     info = engine.info
@@ -102,10 +112,11 @@ def main(argv=None) -> int:
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/serve.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     lines = [f"# Live streams on one engine: {args.model} on {dev} ({info.backend} {info.precision})", "",
-             "| streams | target fps | slowest stream fps | p99 latency (ms) | mean batch | dropped | sustained |",
-             "|---|---|---|---|---|---|---|"]
+             "| streams | target fps | slowest stream fps | p99 render latency (ms) | p99 lateness (ms) | mean batch "
+             "| dropped | sustained |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['streams']} | {r['fps_target']:g} | {r['fps_min']:.2f} | {r['latency_p99_ms']:.1f} | "
-              f"{r['mean_batch']:.2f} | {r['dropped']} | {'yes' if r['sustained'] else 'no'} |" for r in rows]
+              f"{r['lateness_p99_ms']:.1f} | {r['mean_batch']:.2f} | {r['dropped']} | "
+              f"{'yes' if r['sustained'] else 'no'} |" for r in rows]
     lines += ["", f"Sustained: {best} stream(s) at {args.fps:g} fps on one {dev} (streams per GPU).",
               "", f"Engine: {info.detail}", "", f"`{result['command']}`"]
     stem = f"serve-{dev.replace(' ', '_').replace('/', '_')}-{dt.date.today().isoformat()}-{args.model}"

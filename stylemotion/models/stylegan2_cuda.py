@@ -25,7 +25,12 @@ clamp: 38 %) and layout transposes around cuDNN (7.7 %), with tensor cores doing
   interleaved in NHWC, ToRGB is a batched matrix product over NHWC pixels: no layout transposes between layers.
   ``fp16_blocks``: ``"official"`` (the ``num_fp16_res`` highest resolutions, with the official FP16
   pre-normalisation and ``conv_clamp``) or ``"all"``.
-* **The skip image's 2x upsampling** is the same FIR split into phases: two taps per phase and axis (separable).
+* **The skip image's 2x upsampling** is the same FIR split into phases: two taps per phase and axis (separable),
+  in one function with ToRGB's bias and clamp and the skip sum (``rgb_out``). ToRGB is a batched product with its
+  per-sample ``[C, 3]`` weights padded to 8 columns (a 3-wide product runs an unaligned, slow kernel).
+
+What runs fused is chosen by measurement (bench/cuda_plan.py on an H200, 1024², batch 32: the eager epilogue
+513 images/s, compiled 605; batch 1: 3.12 against 2.60 ms).
 
 Only constant noise is planned; the plan holds its own copies of the weights (taken when it is built). A config it
 cannot plan (a non-binomial FIR, a resolution that is not a power of two) raises ``ConfigError`` naming it; the
@@ -96,6 +101,30 @@ def epilogue(z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, clamp: f
     return x
 
 
+def post_conv(z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, clamp: float | None,
+              premod: torch.Tensor | None, up: bool, channels_last: bool) -> torch.Tensor:
+    """What follows a layer's convolution: the phases interleaved (an up layer), then ``epilogue``. Compiled, the
+    interleave is an index computation inside the epilogue's one kernel, not a copy of its own."""
+    if up:
+        z = interleave_phases(z, channels_last)
+    return epilogue(z, scale, shift, clamp, premod)
+
+
+def modulate(x: torch.Tensor, s: torch.Tensor, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+    """A convolution's input scaled by its styles (``s [N, I]``), in the layer's dtype and memory format."""
+    x = x.to(dtype) * s.to(dtype)[:, :, None, None]
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def rgb_out(y: torch.Tensor, bias: torch.Tensor, clamp: float | None, img: torch.Tensor | None) -> torch.Tensor:
+    """ToRGB's epilogue and the skip path: ``clamp(y + bias)`` in float32, plus the running image upsampled 2x
+    (``image_up2``) when there is one: one pass over the block's image when compiled."""
+    y = y.float() + bias[None, :, None, None]
+    if clamp is not None:
+        y = y.clamp(-clamp, clamp)
+    return y if img is None else image_up2(img) + y
+
+
 def image_up2(img: torch.Tensor) -> torch.Tensor:
     """StyleGAN2's 2x image upsampling with the [1, 3, 3, 1] FIR (gain 4) by phases: per axis, even outputs are
     ``0.75 x[b] + 0.25 x[b - 1]`` and odd ones ``0.75 x[b] + 0.25 x[b + 1]`` (zero beyond the edges)."""
@@ -144,25 +173,24 @@ class _ToRGB(nn.Module):
     """ToRGB as a batched matrix product of NHWC pixels with per-sample ``[N, C, 3]`` weights (no modulation
     pass), plus bias and clamp; float32 out."""
 
+    PAD = 8  # output columns of the product: 3 is too narrow for an aligned tensor-core GEMM (measured)
+
     def __init__(self, layer: ToRGBLayer, dtype: torch.dtype):
         super().__init__()
         self.dtype, self.clamp = dtype, layer.conv_clamp
         self.affine = _Affine(layer.affine, layer.weight_gain)
-        self.register_buffer("weight", layer.weight.detach().float().clone()[:, :, 0, 0].t().contiguous())  # [C, 3]
+        weight = layer.weight.detach().float().clone()[:, :, 0, 0].t()  # [C, 3]
+        self.register_buffer("weight", torch.cat([weight, weight.new_zeros(weight.shape[0], self.PAD - 3)], 1))
         self.register_buffer("bias", layer.bias.detach().float().clone())
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, channels_last: bool) -> torch.Tensor:
+        """``x [N, C, H, W]`` -> ``[N, 3, H, W]`` before bias and clamp (``rgb_out``), in ``x``'s dtype."""
         n, c, h, wd = x.shape
-        wm = (self.weight[None] * self.affine(w)[:, :, None]).to(x.dtype)  # [N, C, 3]
+        wm = (self.weight[None] * self.affine(w)[:, :, None]).to(x.dtype)  # [N, C, 8], columns 3.. are zero
         if channels_last:
-            y = torch.bmm(x.permute(0, 2, 3, 1).reshape(n, h * wd, c), wm)  # [N, HW, 3]
-            y = y.float().reshape(n, h, wd, 3).permute(0, 3, 1, 2)
-        else:
-            y = torch.bmm(wm.transpose(1, 2), x.reshape(n, c, h * wd)).float().reshape(n, 3, h, wd)
-        y = y + self.bias[None, :, None, None]
-        if self.clamp is not None:
-            y = y.clamp(-self.clamp, self.clamp)
-        return y
+            y = torch.bmm(x.permute(0, 2, 3, 1).reshape(n, h * wd, c), wm)  # [N, HW, 8]
+            return y.reshape(n, h, wd, self.PAD)[..., :3].permute(0, 3, 1, 2)
+        return torch.bmm(wm[:, :, :3].transpose(1, 2), x.reshape(n, c, h * wd)).reshape(n, 3, h, wd)
 
 
 class CudaSynthesis(nn.Module):
@@ -201,7 +229,7 @@ class CudaSynthesis(nn.Module):
             self.blocks.append(mods)
             self.dtypes.append(dtype)
         self.register_buffer("const", synthesis.b4.const.detach().float().clone()[None])
-        self._epilogue = epilogue_fn(epilogue)
+        self._post_conv, self._modulate, self._rgb_out = kernels(epilogue)
         self.eval().requires_grad_(False)
 
     @property
@@ -236,33 +264,34 @@ class CudaSynthesis(nn.Module):
             for k, name in enumerate(names):
                 layer, s, scale = convs[at]
                 if not pre_scaled:
-                    x = (x.to(dtype) * s.to(dtype)[:, :, None, None]).contiguous(memory_format=fmt)
+                    x = self._modulate(x, s, dtype, self.channels_last)
                 z = F.conv2d(x, layer.weight, padding=1)
-                if layer.up == 2:
-                    z = interleave_phases(z, self.channels_last)
                 # An up layer feeds only the next convolution: its epilogue applies that convolution's input
                 # scales. conv1's output also feeds ToRGB and the next block, so it stays unscaled.
                 premod = None
                 if layer.up == 2 and k + 1 < len(names):
                     premod = convs[at + 1][1].to(dtype)
-                x = self._epilogue(z, scale.to(dtype), layer.shift, layer.clamp, premod)
+                x = self._post_conv(z, scale.to(dtype), layer.shift, layer.clamp, premod, layer.up == 2,
+                                    self.channels_last)
                 pre_scaled = premod is not None
                 at += 1
             w_idx += len(names)
-            if img is not None:
-                img = image_up2(img)
             if "torgb" in mods:
-                y = mods["torgb"](x, ws[:, w_idx], self.channels_last)
-                img = y if img is None else img + y
+                torgb = mods["torgb"]
+                img = self._rgb_out(torgb(x, ws[:, w_idx], self.channels_last), torgb.bias, torgb.clamp, img)
+            elif img is not None:
+                img = image_up2(img)
         return img
 
 
-def epilogue_fn(mode: str):
-    """``epilogue`` itself, or ``torch.compile`` of it (dynamic shapes: one kernel per layer kind, whatever the
-    batch and resolution)."""
+def kernels(mode: str):
+    """``(post_conv, modulate, rgb_out)``: the PyTorch functions themselves (``"eager"``), or ``torch.compile`` of
+    each (``"compile"``: dynamic shapes, so one kernel per layer kind whatever the batch and resolution; the
+    functions stay their reference)."""
+    fns = (post_conv, modulate, rgb_out)
     if mode == "compile":
-        return torch.compile(epilogue, dynamic=True, fullgraph=True)
-    return epilogue
+        return tuple(torch.compile(f, dynamic=True, fullgraph=True) for f in fns)
+    return fns
 
 
 def plannable_reason(synthesis: SynthesisNetwork) -> str | None:

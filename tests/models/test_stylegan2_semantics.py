@@ -250,7 +250,14 @@ def _fp16_generator(device: str) -> Generator:
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_fp16_blocks_close_to_fp32(device):
-    """The FP16 blocks (the official pre-normalisation, FP16 convs, clamp) against float32 on the same ws."""
+    """The FP16 blocks (the official pre-normalisation, FP16 convs, clamp) against float32 on the same ws. On CUDA
+    with cuDNN deterministic: its other algorithms for these small shapes differ between calls by as much as the
+    FP16 error itself (1.6e-2 against 1.8e-2 on an H200), so only determinism tells the paths apart."""
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
+        _fp16_blocks_close_to_fp32(device)
+
+
+def _fp16_blocks_close_to_fp32(device):
     G = _fp16_generator(device)
     assert [b.use_fp16 for b in G.synthesis.blocks()] == [False, False, False, True, True]
     ws = G.mapping(torch.randn(4, 16, generator=torch.Generator().manual_seed(12)).to(device))
