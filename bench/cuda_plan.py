@@ -123,7 +123,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda")
     p.add_argument("--model", default=None, help="one model for every row (default: ffhq-1024 and ffhq-256)")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default=",".join(v for v in VARIANTS if v not in ("plan fp16", "plan fp16 all blocks")),
+                   help="rows to run (default: all but the eager-epilogue fp16 plans, measured slower at every "
+                        "batch on an H200: bench/results/cuda_plan-*-eager.md)")
     p.add_argument("--min-seconds", type=float, default=0.5)
     p.add_argument("--max-iters", type=int, default=50)
     p.add_argument("--no-profile", action="store_true")

@@ -101,13 +101,17 @@ def epilogue(z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, clamp: f
     return x
 
 
-def post_conv(z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, clamp: float | None,
-              premod: torch.Tensor | None, up: bool, channels_last: bool) -> torch.Tensor:
-    """What follows a layer's convolution: the phases interleaved (an up layer), then ``epilogue``. Compiled, the
-    interleave is an index computation inside the epilogue's one kernel, not a copy of its own."""
-    if up:
-        z = interleave_phases(z, channels_last)
-    return epilogue(z, scale, shift, clamp, premod)
+def post_conv(z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, clamp: float | None) -> torch.Tensor:
+    """What follows a 3x3 layer's convolution: ``epilogue`` without input modulation (its output also feeds ToRGB)."""
+    return epilogue(z, scale, shift, clamp, None)
+
+
+def post_conv_up(z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, clamp: float | None,
+                 premod: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """What follows an up layer's convolution: the phases interleaved, ``epilogue``, and the next convolution's
+    input scales. Compiled, the interleave is an index computation inside the one kernel, not a copy of its own.
+    (Separate functions for separate kinds of layer: each compiled function then sees few variants.)"""
+    return epilogue(interleave_phases(z, channels_last), scale, shift, clamp, premod)
 
 
 def modulate(x: torch.Tensor, s: torch.Tensor, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
@@ -229,7 +233,7 @@ class CudaSynthesis(nn.Module):
             self.blocks.append(mods)
             self.dtypes.append(dtype)
         self.register_buffer("const", synthesis.b4.const.detach().float().clone()[None])
-        self._post_conv, self._modulate, self._rgb_out = kernels(epilogue)
+        self._post_conv, self._post_conv_up, self._modulate, self._rgb_out = kernels(epilogue)
         self.eval().requires_grad_(False)
 
     @property
@@ -238,6 +242,11 @@ class CudaSynthesis(nn.Module):
                 f"folded upsampling, {self.epilogue_mode} epilogue)")
 
     def forward(self, ws: torch.Tensor) -> torch.Tensor:
+        # Always in inference mode: a compiled function recompiles for tensors with and without autograd keys.
+        with torch.inference_mode():
+            return self._forward(ws)
+
+    def _forward(self, ws: torch.Tensor) -> torch.Tensor:
         if ws.ndim == 2:
             assert_shape("w", ws, [None, self.w_dim])
             ws = ws[:, None].expand(-1, self.num_ws, -1)
@@ -258,37 +267,42 @@ class CudaSynthesis(nn.Module):
         at, w_idx = 0, 0
         for mods, dtype in zip(self.blocks, self.dtypes):
             names = [nm for nm in ("conv0", "conv1") if nm in mods]
-            if x is None:
+            first = x is None  # the 4x4 block: tiny, and its input (the constant) is not an activation, so it
+            if first:          # runs the functions themselves, never their compiled forms (no extra variants)
                 x = self.const.expand(n, -1, -1, -1)
             pre_scaled = False
             for k, name in enumerate(names):
                 layer, s, scale = convs[at]
                 if not pre_scaled:
-                    x = self._modulate(x, s, dtype, self.channels_last)
+                    x = (modulate if first else self._modulate)(x, s, dtype, self.channels_last)
                 z = F.conv2d(x, layer.weight, padding=1)
                 # An up layer feeds only the next convolution: its epilogue applies that convolution's input
                 # scales. conv1's output also feeds ToRGB and the next block, so it stays unscaled.
-                premod = None
                 if layer.up == 2 and k + 1 < len(names):
-                    premod = convs[at + 1][1].to(dtype)
-                x = self._post_conv(z, scale.to(dtype), layer.shift, layer.clamp, premod, layer.up == 2,
-                                    self.channels_last)
-                pre_scaled = premod is not None
+                    x = self._post_conv_up(z, scale.to(dtype), layer.shift, layer.clamp, convs[at + 1][1].to(dtype),
+                                           self.channels_last)
+                    pre_scaled = True
+                else:
+                    if layer.up == 2:
+                        z = interleave_phases(z, self.channels_last)
+                    x = (post_conv if first else self._post_conv)(z, scale.to(dtype), layer.shift, layer.clamp)
+                    pre_scaled = False
                 at += 1
             w_idx += len(names)
             if "torgb" in mods:
                 torgb = mods["torgb"]
-                img = self._rgb_out(torgb(x, ws[:, w_idx], self.channels_last), torgb.bias, torgb.clamp, img)
+                y = torgb(x, ws[:, w_idx], self.channels_last)
+                img = (rgb_out if img is None else self._rgb_out)(y, torgb.bias, torgb.clamp, img)
             elif img is not None:
                 img = image_up2(img)
         return img
 
 
 def kernels(mode: str):
-    """``(post_conv, modulate, rgb_out)``: the PyTorch functions themselves (``"eager"``), or ``torch.compile`` of
-    each (``"compile"``: dynamic shapes, so one kernel per layer kind whatever the batch and resolution; the
-    functions stay their reference)."""
-    fns = (post_conv, modulate, rgb_out)
+    """``(post_conv, post_conv_up, modulate, rgb_out)``: the PyTorch functions themselves (``"eager"``), or
+    ``torch.compile`` of each (``"compile"``: dynamic shapes, so one kernel per layer kind whatever the batch and
+    resolution; the functions stay their reference)."""
+    fns = (post_conv, post_conv_up, modulate, rgb_out)
     if mode == "compile":
         return tuple(torch.compile(f, dynamic=True, fullgraph=True) for f in fns)
     return fns

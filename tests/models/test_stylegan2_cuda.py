@@ -12,7 +12,7 @@ from stylemotion.checkpoints import load_generator
 from stylemotion.engines.torch_engine import TorchEngine
 from stylemotion.errors import ConfigError
 from stylemotion.models.stylegan2_cuda import (CudaSynthesis, epilogue, folded_up_weight, image_up2,
-                                               interleave_phases)
+                                               interleave_phases, post_conv_up, rgb_out)
 from stylemotion.models.stylegan2_ops import bias_act, conv2d_resample, setup_filter, upsample2d
 from tests.helpers import make_generator, psnr
 
@@ -58,6 +58,17 @@ def test_epilogue_equals_bias_act():
     assert_same(epilogue(z, 2 ** 0.5 * d, shift, 0.7, None), ref, "epilogue")
     s = torch.rand(2, 4, generator=g)
     assert_same(epilogue(z, 2 ** 0.5 * d, shift, 0.7, s), ref * s[:, :, None, None], "epilogue with premod")
+    z4 = torch.randn(2, 16, 3, 3, generator=g)  # an up layer's phases: interleaved, then the same epilogue
+    shift6 = torch.randn(1, 4, 6, 6, generator=g)
+    assert_same(post_conv_up(z4, d, shift6, None, s, False),
+                epilogue(interleave_phases(z4, False), d, shift6, None, s), "post_conv_up")
+
+
+def test_rgb_out_equals_bias_clamp_and_skip():
+    g = torch.Generator().manual_seed(4)
+    y, img, bias = torch.randn(2, 3, 8, 8, generator=g).half(), torch.randn(2, 3, 4, 4, generator=g), torch.randn(3)
+    ref = (y.float() + bias[None, :, None, None]).clamp(-0.5, 0.5) + upsample2d(img, setup_filter([1, 3, 3, 1]))
+    assert_same(rgb_out(y, bias, 0.5, img), ref, "rgb_out")
 
 
 CONFIGS = {  # each built once (config-f 256 takes seconds to initialise); the tests never change them
