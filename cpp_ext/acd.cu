@@ -1,10 +1,11 @@
-// acd on CUDA, in two passes so that every SM streams memory: pass 1 splits the frames into chunks, one block per
-// chunk, and the block walks the consecutive pairs in order, reading 16-byte vectors of both frames and summing
-// the squared differences (exactly, in 64-bit integers, for uint8; in float64 for float32) into one partial per
-// pair and chunk. A frame's chunk is the second frame of one pair and the first of the next: the second read comes
-// from L2, so each frame crosses from memory once. Pass 2 adds each pair's partials in a fixed order and takes the
-// square root. No atomics: the result does not depend on the order blocks run in. (The first kernel ran one block
-// per pair on byte loads: 10.9 GB/s at 8x1024²x3 on an H200; pair x chunk blocks: 818 GB/s.)
+// acd on CUDA, in two passes so that every SM streams memory: pass 1 splits each consecutive pair of frames into
+// chunks (a 2-D grid: pair x chunk), each block reading 16-byte vectors of both frames and summing the squared
+// differences (exactly, in 64-bit integers, for uint8; in float64 for float32) into one partial per chunk; pass 2
+// adds each pair's partials in a fixed order and takes the square root. No atomics: the result does not depend on
+// the order blocks run in. Measured on an H200 (bench/ops.py, 8x1024²x3 uint8, useful bytes): one block per pair
+// on byte loads (the first kernel) 10.9 GB/s; this grid 818 GB/s; one block per 16 KiB chunk walking the pairs
+// (each frame read from memory once, the repeat from L2) 607 GB/s, so fewer, serial blocks lost. The op moves
+// 25 MB, a few microseconds at copy speed: two launches and two allocations are now a large share of its time.
 #include "ops.h"
 
 namespace sm {
@@ -41,64 +42,58 @@ __device__ __forceinline__ void pair_of(const T* frames, const T* previous, int6
   *b = previous ? frames + j * size : frames + (j + 1) * size;
 }
 
-__global__ void acd_partial_u8(const uint8_t* frames, const uint8_t* previous, int64_t pairs, int64_t size,
-                               int64_t chunk, double* partials) {
-  const int64_t c = blockIdx.x;
-  for (int64_t j = 0; j < pairs; ++j) {
-    const uint8_t *a, *b;
-    pair_of(frames, previous, j, size, &a, &b);
-    const int64_t begin = c * chunk, end = begin + chunk < size ? begin + chunk : size;
-    unsigned long long sum = 0;
-    int64_t e = begin;
-    if (((reinterpret_cast<uintptr_t>(a + begin) | reinterpret_cast<uintptr_t>(b + begin)) & 15u) == 0) {
-      const int64_t vectors = (end - begin) / 16;
-      const uint4* va = reinterpret_cast<const uint4*>(a + begin);
-      const uint4* vb = reinterpret_cast<const uint4*>(b + begin);
-      for (int64_t v = threadIdx.x; v < vectors; v += kThreads) {
-        const uint4 x = __ldg(va + v), y = __ldg(vb + v);
-        sum += sq_diff_u8x4(x.x, y.x) + sq_diff_u8x4(x.y, y.y) + sq_diff_u8x4(x.z, y.z) + sq_diff_u8x4(x.w, y.w);
-      }
-      e = begin + vectors * 16;
+__global__ void acd_partial_u8(const uint8_t* frames, const uint8_t* previous, int64_t size, int64_t chunk,
+                               double* partials) {
+  const int64_t j = blockIdx.x, c = blockIdx.y;
+  const uint8_t *a, *b;
+  pair_of(frames, previous, j, size, &a, &b);
+  const int64_t begin = c * chunk, end = begin + chunk < size ? begin + chunk : size;
+  unsigned long long sum = 0;
+  int64_t e = begin;
+  if (((reinterpret_cast<uintptr_t>(a + begin) | reinterpret_cast<uintptr_t>(b + begin)) & 15u) == 0) {
+    const int64_t vectors = (end - begin) / 16;
+    const uint4* va = reinterpret_cast<const uint4*>(a + begin);
+    const uint4* vb = reinterpret_cast<const uint4*>(b + begin);
+    for (int64_t v = threadIdx.x; v < vectors; v += kThreads) {
+      const uint4 x = __ldg(va + v), y = __ldg(vb + v);
+      sum += sq_diff_u8x4(x.x, y.x) + sq_diff_u8x4(x.y, y.y) + sq_diff_u8x4(x.z, y.z) + sq_diff_u8x4(x.w, y.w);
     }
-    for (int64_t k = e + threadIdx.x; k < end; k += kThreads) {
-      const int d = int(b[k]) - int(a[k]);
-      sum += unsigned(d * d);
-    }
-    sum = block_sum(sum);
-    if (threadIdx.x == 0) partials[j * gridDim.x + c] = double(sum);  // exact: sums stay far below 2^53
-    __syncthreads();  // block_sum's shared memory is reused by the next pair
+    e = begin + vectors * 16;
   }
+  for (int64_t k = e + threadIdx.x; k < end; k += kThreads) {
+    const int d = int(b[k]) - int(a[k]);
+    sum += unsigned(d * d);
+  }
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) partials[j * gridDim.y + c] = double(sum);  // exact: sums stay far below 2^53
 }
 
-__global__ void acd_partial_f32(const float* frames, const float* previous, int64_t pairs, int64_t size,
-                                int64_t chunk, double* partials) {
-  const int64_t c = blockIdx.x;
-  for (int64_t j = 0; j < pairs; ++j) {
-    const float *a, *b;
-    pair_of(frames, previous, j, size, &a, &b);
-    const int64_t begin = c * chunk, end = begin + chunk < size ? begin + chunk : size;
-    double sum = 0.0;
-    int64_t e = begin;
-    if (((reinterpret_cast<uintptr_t>(a + begin) | reinterpret_cast<uintptr_t>(b + begin)) & 15u) == 0) {
-      const int64_t vectors = (end - begin) / 4;
-      const float4* va = reinterpret_cast<const float4*>(a + begin);
-      const float4* vb = reinterpret_cast<const float4*>(b + begin);
-      for (int64_t v = threadIdx.x; v < vectors; v += kThreads) {
-        const float4 x = __ldg(va + v), y = __ldg(vb + v);
-        const double d0 = double(y.x) - double(x.x), d1 = double(y.y) - double(x.y);
-        const double d2 = double(y.z) - double(x.z), d3 = double(y.w) - double(x.w);
-        sum += d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
-      }
-      e = begin + vectors * 4;
+__global__ void acd_partial_f32(const float* frames, const float* previous, int64_t size, int64_t chunk,
+                                double* partials) {
+  const int64_t j = blockIdx.x, c = blockIdx.y;
+  const float *a, *b;
+  pair_of(frames, previous, j, size, &a, &b);
+  const int64_t begin = c * chunk, end = begin + chunk < size ? begin + chunk : size;
+  double sum = 0.0;
+  int64_t e = begin;
+  if (((reinterpret_cast<uintptr_t>(a + begin) | reinterpret_cast<uintptr_t>(b + begin)) & 15u) == 0) {
+    const int64_t vectors = (end - begin) / 4;
+    const float4* va = reinterpret_cast<const float4*>(a + begin);
+    const float4* vb = reinterpret_cast<const float4*>(b + begin);
+    for (int64_t v = threadIdx.x; v < vectors; v += kThreads) {
+      const float4 x = __ldg(va + v), y = __ldg(vb + v);
+      const double d0 = double(y.x) - double(x.x), d1 = double(y.y) - double(x.y);
+      const double d2 = double(y.z) - double(x.z), d3 = double(y.w) - double(x.w);
+      sum += d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
     }
-    for (int64_t k = e + threadIdx.x; k < end; k += kThreads) {
-      const double d = double(b[k]) - double(a[k]);
-      sum += d * d;
-    }
-    sum = block_sum(sum);
-    if (threadIdx.x == 0) partials[j * gridDim.x + c] = sum;
-    __syncthreads();  // block_sum's shared memory is reused by the next pair
+    e = begin + vectors * 4;
   }
+  for (int64_t k = e + threadIdx.x; k < end; k += kThreads) {
+    const double d = double(b[k]) - double(a[k]);
+    sum += d * d;
+  }
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) partials[j * gridDim.y + c] = sum;
 }
 
 __global__ void acd_finish(const double* partials, int64_t pairs, int64_t chunks, double* out) {
@@ -117,14 +112,14 @@ cudaError_t acd_cuda(const void* frames, const void* previous, bool u8, int64_t 
   if (pairs <= 0) return cudaSuccess;
   if (pairs > 2147483647LL) return cudaErrorInvalidValue;
   const int64_t chunk = acd_chunk(u8), chunks = acd_chunks(u8, size);
-  if (chunks > 2147483647LL) return cudaErrorInvalidValue;
-  const dim3 grid{static_cast<unsigned>(chunks), 1, 1};
+  if (chunks > 65535) return cudaErrorInvalidValue;  // frames of more than 4 G values
+  const dim3 grid{static_cast<unsigned>(pairs), static_cast<unsigned>(chunks), 1};
   if (u8) {
     acd_partial_u8<<<grid, kThreads, 0, stream>>>(static_cast<const uint8_t*>(frames),
-                                                  static_cast<const uint8_t*>(previous), pairs, size, chunk, partials);
+                                                  static_cast<const uint8_t*>(previous), size, chunk, partials);
   } else {
     acd_partial_f32<<<grid, kThreads, 0, stream>>>(static_cast<const float*>(frames),
-                                                   static_cast<const float*>(previous), pairs, size, chunk, partials);
+                                                   static_cast<const float*>(previous), size, chunk, partials);
   }
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;

@@ -146,7 +146,7 @@ cudaError_t fused_lerp_cuda(const LerpArgs& args, void* out, bool out_half, cuda
 cudaError_t to_uint8_cuda(const void* images, bool half, int64_t n, int64_t c, int64_t h, int64_t w, uint8_t* out,
                           cudaStream_t stream);
 // acd: `partials` holds pairs * acd_chunks(u8, size) doubles of scratch (pass 1 writes one per chunk).
-inline int64_t acd_chunk(bool u8) { return u8 ? 16384 : 4096; }  // 16 KiB of each frame per block
+inline int64_t acd_chunk(bool u8) { return u8 ? 65536 : 16384; }  // 64 KiB of each frame per block
 inline int64_t acd_chunks(bool u8, int64_t size) {
   const int64_t chunk = acd_chunk(u8);
   return size > 0 ? (size + chunk - 1) / chunk : 1;
