@@ -55,9 +55,9 @@ setup(
 
 # STYLEMOTION_BUILD_EXT=1 also builds cpp_ext (the CUDA kernels too when PyTorch sees a GPU). It needs PyTorch in
 # the environment that runs this file: `STYLEMOTION_BUILD_EXT=1 pip install --no-build-isolation -e .`, or
-# afterwards `python -m stylemotion.ext build [--cuda]`. Without it the package uses the PyTorch references.
+# afterwards `python -m stylemotion.extension build [--cuda]`. Without it the package uses the PyTorch references.
 if os.environ.get("STYLEMOTION_BUILD_EXT") == "1" and any(a in sys.argv for a in ("develop", "editable_wheel",
                                                                                      "bdist_wheel", "install")):
     here = os.path.dirname(os.path.abspath(__file__))
-    subprocess.run([sys.executable, "-m", "stylemotion.ext", "build"], cwd=here, check=True,
+    subprocess.run([sys.executable, "-m", "stylemotion.extension", "build"], cwd=here, check=True,
                    env={**os.environ, "PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", "")})

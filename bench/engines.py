@@ -2,7 +2,9 @@
 
 ``--device cpu``: PyTorch and ONNX Runtime on the CPU. ``--device cuda``: GPU rows only (PyTorch fp32, fp16,
 fp16 + CUDA graphs, and ONNX Runtime CUDA where onnxruntime-gpu is installed); no CPU row is timed, so a lent
-GPU's minutes go to the GPU. ``--device auto`` (default): cuda when available, else cpu.
+GPU's minutes go to the GPU. ``--device auto`` (default): cuda when available, else cpu. Each run also times
+``auto``: the engine ``open_engine(backend="auto")`` picks at each batch size (measured once, kept in the engine
+cache), its row labelled with what it chose.
 
     python bench/engines.py --model ffhq-256 --batch 1,4
     python bench/engines.py --model ffhq-1024 --device cuda --batch 1,8,32 --iters 10
@@ -28,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.run import device_name, load_model, pick_device, write_results  # noqa: E402
+from stylemotion.benchmark.rows import auto_choice  # noqa: E402
 from stylemotion.engines import open_engine  # noqa: E402
 from stylemotion.errors import EngineError  # noqa: E402
 from stylemotion.export.networks import synthesis_spec  # noqa: E402
@@ -59,9 +62,10 @@ def ort_provider_missing(device: str) -> str | None:
 
 
 def configs(device: str, onnx_path, threads: int | None) -> list[tuple[str, dict]]:
-    """(row name, open_engine arguments) for every engine timed on ``device``."""
+    """(row name, open_engine arguments) for every engine timed on ``device``; ``auto`` is opened per batch size."""
+    auto = ("auto", dict(backend="auto", device=device, onnx_path=onnx_path, threads=threads))
     if not device.startswith("cuda"):
-        rows = [("torch cpu fp32", dict(backend="torch", device="cpu"))]
+        rows = [auto, ("torch cpu fp32", dict(backend="torch", device="cpu"))]
         if onnx_path is not None:
             rows.append(("onnxruntime cpu fp32", dict(backend="onnxruntime", device="cpu", onnx_path=onnx_path,
                                                       threads=threads)))
@@ -71,7 +75,7 @@ def configs(device: str, onnx_path, threads: int | None) -> list[tuple[str, dict
             ("torch cuda fp16 + graphs", dict(backend="torch", device=device, precision="fp16", cuda_graphs=True))]
     if onnx_path is not None:
         rows.append(("onnxruntime cuda fp32", dict(backend="onnxruntime", device=device, onnx_path=onnx_path)))
-    return rows
+    return [auto] + rows
 
 
 def main(argv=None) -> int:
@@ -106,20 +110,23 @@ def main(argv=None) -> int:
         ws_cpu = {b: G.mapping(torch.randn(b, G.z_dim, generator=gen), truncation_psi=0.7) for b in batches}
     rows = []
     for name, kwargs in configs(device, onnx_path, args.threads):
-        try:
-            engine = open_engine(G, **kwargs)
-        except EngineError as exc:
-            skipped.append({"engine": name, "reason": str(exc)})
-            print(f"{name}: skipped ({exc})", flush=True)
-            continue
-        if not engine.info.device.startswith(device.split(":")[0]):
-            raise SystemExit(f"{name}: asked for {device}, the engine runs on {engine.info.device}")
+        engine = None
         for batch in batches:
+            try:
+                if engine is None or name == "auto":  # auto chooses per batch size
+                    engine = open_engine(G, **kwargs, **({"batch": batch} if name == "auto" else {}))
+            except EngineError as exc:
+                skipped.append({"engine": name, "reason": str(exc)})
+                print(f"{name}: skipped ({exc})", flush=True)
+                break
+            if not engine.info.device.startswith(device.split(":")[0]):
+                raise SystemExit(f"{name}: asked for {device}, the engine runs on {engine.info.device}")
             ws = ws_cpu[batch].to(engine.info.device)
             sec = time_engine(engine, ws, args.iters)
-            rows.append({"engine": name, "batch": batch, "s_per_batch": sec, "images_per_s": batch / sec,
+            label = f"auto (chose {auto_choice(engine.info.detail)})" if name == "auto" else name
+            rows.append({"engine": label, "batch": batch, "s_per_batch": sec, "images_per_s": batch / sec,
                          "device": engine.info.device, "detail": engine.info.detail})
-            print(f"{name} batch {batch}: {batch / sec:.2f} images/s", flush=True)
+            print(f"{label} batch {batch}: {batch / sec:.2f} images/s", flush=True)
         del engine
     dev = device_name(device)
     result = {"model": args.model, "device": dev, "torch": torch.__version__, "iters": args.iters, "rows": rows,

@@ -1,8 +1,8 @@
 """cpp_ext's kernels against the PyTorch references they replace (eager, and torch.compile'd), at streaming sizes,
 as effective bandwidth next to this device's measured copy bandwidth.
 
-    python -m stylemotion.ext build && python bench/ops.py                     # CPU
-    python -m stylemotion.ext build --cuda && python bench/ops.py --device cuda
+    python -m stylemotion.extension build && python bench/ops.py                     # CPU
+    python -m stylemotion.extension build --cuda && python bench/ops.py --device cuda
 
 Sizes: fused_lerp for 18x512 (ffhq-1024) and 14x512 latents, N = 8 and 32, linear and Hermite; to_uint8 for 8 images
 of 1024², 256² and 64² (float32 and float16); acd over 8 uint8 frames of the same sizes. Bytes counted are those
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     kind = "cuda" if device.startswith("cuda") else "cpu"
     if not ops.available()[kind]:
-        raise SystemExit(f"the {kind} kernels are not built: python -m stylemotion.ext build"
+        raise SystemExit(f"the {kind} kernels are not built: python -m stylemotion.extension build"
                          f"{' --cuda' if kind == 'cuda' else ''}")
     copy = copy_bandwidth(device)
     print(f"{device_name(device)}: copy bandwidth {copy:.1f} GB/s", flush=True)

@@ -8,7 +8,7 @@ from .errors import (CheckpointError, ConfigError, ExportError, InputError, Miss
 from .engines import Engine, EngineInfo, open_engine
 from .models.stylegan2 import Generator, GeneratorConfig
 from .pipeline.directions import Directions, load_directions
-from .runtime import Frame, StreamConfig, Streamer, stream
+from .runtime import EngineOptions, Frame, StreamConfig, Streamer, StreamSettings, StreamSource, stream
 
 __version__ = "0.1.0"
 
@@ -16,6 +16,6 @@ __all__ = [
     "BUILTIN_CONFIGS", "CheckpointError", "CheckpointInfo", "ConfigError", "ExportError", "Generator", "GeneratorConfig",
     "InputError", "MissingDependencyError", "ShapeError", "StylemotionError", "UnsafeCheckpointError",
     "__version__", "detect_format", "load_generator", "save_generator",
-    "Directions", "Engine", "EngineInfo", "Frame", "StreamConfig", "Streamer", "load_directions", "open_engine",
-    "stream",
+    "Directions", "Engine", "EngineInfo", "EngineOptions", "Frame", "StreamConfig", "StreamSettings", "StreamSource",
+    "Streamer", "load_directions", "open_engine", "stream",
 ]

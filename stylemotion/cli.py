@@ -1,4 +1,4 @@
-"""``stylemotion <command>``: declare the arguments, dispatch to ``commands.py``, set the exit code.
+"""``stylemotion <command>``: declare the arguments, dispatch to ``commands/``, set the exit code.
 
 Exit codes: 0 success, 2 a StylemotionError (bad input, file or configuration; the message says which), 130 on
 Ctrl-C (SIGINT), 143 on SIGTERM. Both signals take the same path: outputs are finished or removed.
@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--ckpt", required=True, help="generator checkpoint or built-in name")
     emb.add_argument("--out", required=True, help="latents .npz (rewritten after every batch; reruns resume)")
     emb.add_argument("--space", choices=["w", "w+"], default="w")
-    emb.add_argument("--steps", type=int, default=1000, help="optimisation steps per batch (default 1000)")
+    emb.add_argument("--steps", type=int, default=300,
+                     help="optimisation steps per batch (default 300; README: time and quality per step count)")
     emb.add_argument("--batch", type=int, default=None,
                      help="frames optimised together (default 1 on the CPU, where batching does not help; 8 on CUDA)")
     emb.add_argument("--warm-start", action="store_true", help="start each batch from the previous solution")
@@ -346,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("render-batch", help="render many videos from a jobs file (CSV / JSON lines), each exactly "
                         "once, here or across a Ray cluster")
     rb.add_argument("jobs", help="CSV or JSON lines: id, seed|latents, script|predict+lstm, [fps, seconds, interp, "
-                    "coeff, transition, trunc]")
+                    "coeff, transition, trunc] (a field left out takes --fps, --seconds, ...)")
     rb.add_argument("--out", required=True, help="folder for <id>.mp4 and manifest.jsonl (a rerun resumes)")
     rb.add_argument("--ckpt", default=DEFAULT_MODEL, help=CKPT_HELP + f" (default {DEFAULT_MODEL})")
     rb.add_argument("--directions", default=None, help=DIRECTIONS_HELP)
@@ -361,6 +362,17 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--max-restarts", type=int, default=2, help="restarts of a dead Ray actor (default 2)")
     rb.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads per worker")
     rb.add_argument("--batch", type=int, default=None, help="frames per engine call")
+    # Defaults for the jobs that leave a field out (a job's own value wins).
+    rb.add_argument("--fps", type=float, default=None, help="for jobs without fps (default 10)")
+    rb.add_argument("--seconds", type=float, default=None,
+                    help="seconds per predicted emotion, for jobs without seconds (default 1)")
+    rb.add_argument("--interp", choices=["linear", "slerp", "smooth"], default=None,
+                    help="for jobs without interp (default smooth)")
+    rb.add_argument("--coeff", type=float, default=None,
+                    help="coefficient along each direction, for jobs without coeff (default 3)")
+    rb.add_argument("--transition", type=float, default=None,
+                    help="seconds of each transition, for jobs without transition (default 0.5)")
+    rb.add_argument("--trunc", type=float, default=None, help="truncation psi, for jobs without trunc (default 0.7)")
     rb.add_argument("--quiet", action="store_true", help="no progress bar")
     rb.add_argument("--device", default="auto")
     _engine_args(rb)

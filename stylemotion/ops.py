@@ -19,7 +19,6 @@ import logging
 
 import torch
 
-from . import _ext
 from .errors import ConfigError
 from .models.stylegan2 import images_to_uint8
 
@@ -29,9 +28,17 @@ IMPLS = ("auto", "reference", "cpu", "cuda")
 OPS = ("fused_lerp", "to_uint8", "acd")
 
 
+def _status() -> dict:
+    """``extension.status()``, imported at first use: ``import stylemotion`` must not import the extension module,
+    so that ``python -m stylemotion.extension`` runs it fresh (runpy warns about a module imported before)."""
+    from . import extension
+
+    return extension.status()
+
+
 def available() -> dict:
     """What is built: ``{"reference": True, "cpu": bool, "cuda": bool, "library": path, "why": {...}}``."""
-    st = _ext.status()
+    st = _status()
     return {"reference": True, "cpu": st["cpu"], "cuda": st["cuda"], "library": st["library"], "why": st["why"]}
 
 
@@ -46,7 +53,7 @@ def _choose(op: str, impl: str, device: torch.device, suits: bool) -> str:
     if impl == "reference":
         return "reference"
     kind = "cuda" if device.type == "cuda" else "cpu"
-    st = _ext.status()
+    st = _status()
     if impl == "auto":
         if st[kind] and suits:
             return kind
@@ -69,7 +76,7 @@ def implementation(op: str, device: str | torch.device = "cpu") -> str:
     if op not in OPS:
         raise ConfigError(f"unknown op {op!r}; ops: {OPS}")
     kind = "cuda" if torch.device(device).type == "cuda" else "cpu"
-    return kind if _ext.status()[kind] else "reference"
+    return kind if _status()[kind] else "reference"
 
 
 def fused_lerp(keyframes: torch.Tensor, index: torch.Tensor, t: torch.Tensor, *,

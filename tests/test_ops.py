@@ -1,21 +1,24 @@
 """cpp_ext against its references: every kernel on odd sizes, N = 1 and large N, float16 and float32,
-non-contiguous inputs and reused (poisoned) memory; the CUDA sources compile for sm_90; the ops fail clearly."""
+non-contiguous inputs and reused (poisoned) memory; the CUDA sources compile for sm_90; the ops fail clearly;
+`python -m stylemotion.extension` says what is built."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from stylemotion import _ext, ops
+from stylemotion import extension, ops
 from stylemotion.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILT = _ext.status()["cpu"]
+BUILT = extension.status()["cpu"]
 needs_ext = pytest.mark.skipif(not BUILT, reason="cpp_ext is not built (`make test` builds it: python -m "
-                                                 "stylemotion.ext build)")
+                                                 "stylemotion.extension build)")
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
@@ -23,7 +26,7 @@ def test_make_test_built_the_cpu_kernels():
     """`make test` builds the extension first; a machine with g++ that did not is a broken set-up."""
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("no C++ compiler on this machine")
-    assert BUILT, _ext.status()["why"]
+    assert BUILT, extension.status()["why"]
 
 
 @pytest.mark.parametrize("source", ["fused_lerp.cu", "to_uint8.cu", "acd.cu"])
@@ -31,7 +34,7 @@ def test_cuda_sources_compile_for_sm_90(source, tmp_path):
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         pytest.skip("nvcc is not on the PATH")
-    proc = subprocess.run([nvcc, "-c", "-arch=sm_90", *_ext.CUDA_FLAGS, "-I", str(ROOT / "cpp_ext"),
+    proc = subprocess.run([nvcc, "-c", "-arch=sm_90", *extension.CUDA_FLAGS, "-I", str(ROOT / "cpp_ext"),
                            str(ROOT / "cpp_ext" / source), "-o", str(tmp_path / "k.o")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -138,6 +141,20 @@ def test_reference_endpoints_and_clear_errors():
         ops.acd(torch.zeros(3, 4), previous=torch.zeros(5))
     assert set(ops.available()) >= {"reference", "cpu", "cuda", "why"}
     assert ops.implementation("to_uint8", "cpu") == ("cpu" if BUILT else "reference")
+
+
+def test_the_extension_command_says_what_is_built():
+    """`python -m stylemotion.extension status` prints what the ops have, and runs without runpy's warning about a
+    module imported before it runs (`import stylemotion` leaves the extension module to the ops' first call)."""
+    proc = subprocess.run([sys.executable, "-m", "stylemotion.extension", "status"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "RuntimeWarning" not in proc.stderr, proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["reference"] is True and status["cpu"] == BUILT
+    proc = subprocess.run([sys.executable, "-m", "stylemotion.extension", "rebuild"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "invalid choice: 'rebuild'" in proc.stderr
 
 
 @needs_ext

@@ -5,9 +5,7 @@ sends SIGINT or SIGTERM, and checks the exit code and what is left on disk.
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +18,7 @@ import pytest
 
 from stylemotion.checkpoints import save_generator
 
-from .helpers import make_generator
+from .helpers import count_frames, make_generator
 
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM, id="SIGTERM")]
@@ -64,14 +62,7 @@ def ckpt(tmp_path_factory) -> Path:
 
 
 def mp4_frames(path: Path) -> int:
-    exe = shutil.which("ffprobe")
-    if exe is None:  # without ffprobe: at least an MP4 that starts like one
-        assert path.read_bytes()[4:8] == b"ftyp"
-        return -1
-    out = subprocess.run([exe, "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
-                          "stream=nb_read_frames", "-of", "json", str(path)], capture_output=True, text=True,
-                         check=True)
-    return int(json.loads(out.stdout)["streams"][0]["nb_read_frames"])
+    return count_frames(path)  # every frame decoded by imageio-ffmpeg's ffmpeg: no system binary needed
 
 
 @pytest.mark.parametrize("sig", SIGNALS)
@@ -91,7 +82,7 @@ def test_video_is_finished_on_signal(tmp_path, ckpt, sig, kind):
     assert code == EXIT[sig], err
     assert leftovers(tmp_path) == []
     if kind == "mp4":
-        assert mp4_frames(out) != 0
+        assert mp4_frames(out) >= 1  # a playable file with the frames written before the signal
     else:
         pngs = sorted(out.glob("*.png"))
         assert len(pngs) >= 5 and pngs[0].name == "frame000000.png"

@@ -21,15 +21,15 @@ from ..shapes import assert_shape
 
 @dataclass(frozen=True)
 class EngineInfo:
-    backend: str  # "torch", "onnxruntime", "tensorrt"
-    precision: str  # "fp32", "fp16"
+    backend: str  # "torch", "onnxruntime", "openvino", "tensorrt"
+    precision: str  # "fp32", "fp16", "bf16"
     device: str  # "cpu", "cuda:0"
     min_batch: int
     max_batch: int
     resolution: int
     num_ws: int
     w_dim: int
-    detail: str = ""  # providers, CUDA graphs, why this backend was chosen
+    detail: str = ""  # why this engine (auto: the figures it chose by), providers, plan, CUDA graphs
 
 
 def synthesis_io(spec: ExportSpec) -> tuple[TensorSpec, TensorSpec]:

@@ -5,6 +5,10 @@ profile. Each entry is ``<name>-<digest>.plan`` plus a JSON sidecar holding the 
 ``load`` returns None (and removes the entry) when the sidecar's key differs or the plan's hash does not match:
 a mismatched or corrupt plan is rebuilt, never trusted. Writes go to a temporary name and are renamed in place.
 
+The same folder keeps ``backend="auto"``'s measured choices (``choices/<digest>.json``, written by
+``selection.py``), keyed by a ``ChoiceKey``: the machine, the model's hash, batch, precision, the candidates and the
+library versions. A choice file whose key differs or that does not parse is dropped, and the choice measured again.
+
 The cache folder is ``$STYLEMOTION_CACHE_DIR``, else ``~/.cache/stylemotion`` (read here and only here).
 """
 from __future__ import annotations
@@ -46,6 +50,22 @@ class CacheKey:
     compute_capability: str
     precision: str
     profile: tuple[int, int, int]  # min, opt, max batch
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ChoiceKey:
+    """Everything ``backend="auto"``'s measured choice depends on."""
+
+    machine: str  # CPU model name and a digest of its flags, or GPU name and compute capability
+    threads: int  # CPU threads the engines run with
+    model_sha256: str  # the generator's weights and config (and the ONNX file's content, when one is given)
+    batch: int
+    precision: str  # as asked: "default", "fp32", "fp16", "bf16"
+    candidates: tuple[str, ...]  # the engines measured, in the order offered
+    versions: tuple[tuple[str, str], ...]  # (distribution, version) of torch, openvino, onnxruntime, tensorrt
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -94,6 +114,49 @@ class EngineCache:
     def remove(self, key: CacheKey) -> None:
         for p in self.paths(key):
             p.unlink(missing_ok=True)
+
+    def choice_path(self, key: ChoiceKey) -> Path:
+        return self.root / "choices" / f"{key.digest()}.json"
+
+    def load_choice(self, key: ChoiceKey) -> dict | None:
+        """The record stored for ``key`` (its ``"choice"``), or None: absent, unreadable, or stored under another key
+        (then removed). The record's content is the caller's to check (``selection.choice_from_record``)."""
+        path = self.choice_path(key)
+        if not path.exists():
+            return None
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            meta = None
+        if not (isinstance(meta, dict) and meta.get("key") == json.loads(json.dumps(asdict(key)))
+                and isinstance(meta.get("choice"), dict)):
+            self.remove_choice(key)
+            return None
+        return meta["choice"]
+
+    def store_choice(self, key: ChoiceKey, choice: dict) -> Path:
+        path = self.choice_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({"key": asdict(key), "choice": choice}, indent=2))
+        return path
+
+    def remove_choice(self, key: ChoiceKey) -> None:
+        self.choice_path(key).unlink(missing_ok=True)
+
+    def choices(self) -> list[dict]:
+        """Every stored choice (``{"path", "key", "choice"}``; ``"error"`` for a file that does not parse)."""
+        out = []
+        for path in sorted(p for p in (self.root / "choices").glob("*.json") if not p.name.startswith(".")):
+            try:
+                meta = json.loads(path.read_text())
+            except (OSError, ValueError):
+                meta = None
+            if isinstance(meta, dict) and isinstance(meta.get("key"), dict) and isinstance(meta.get("choice"), dict):
+                out.append({"path": str(path), "key": meta["key"], "choice": meta["choice"]})
+            else:
+                out.append({"path": str(path), "key": {}, "choice": {}, "error": "not a choice record"})
+        return out
 
     def entries(self) -> list[dict]:
         out = []

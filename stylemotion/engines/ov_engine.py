@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -66,7 +67,9 @@ class OpenVinoEngine:
         else:
             example = torch.zeros(1, *ws_spec.shape[1:])
             shape = ov.PartialShape([-1, *ws_spec.shape[1:]])
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                # Tracing meets the shape checks (shapes.assert_shape) on concrete example sizes: expected here.
+                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
                 ov_model = ov.convert_model(model, example_input=example, input=[shape])
             source = f"converted from {type(model).__name__}"
         inputs = ov_model.inputs

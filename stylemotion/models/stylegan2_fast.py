@@ -231,9 +231,9 @@ class FastSynthesis(nn.Module):
         upsample = upsample or TARGETS[target]["upsample"]
         fir = fir or TARGETS[target]["fir"]
         if kernels is None:  # cpp_ext's Winograd transforms: eager only (an exported graph has no custom ops)
-            from .. import _ext
+            from .. import extension
 
-            kernels = target == "eager" and bool(_ext.status()["cpu"])
+            kernels = target == "eager" and bool(extension.status()["cpu"])
         elif kernels and target != "eager":
             raise ConfigError("kernels=True needs target='eager' (exported graphs cannot call cpp_ext)")
         self.kernels = kernels

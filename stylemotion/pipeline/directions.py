@@ -13,6 +13,7 @@ read: InterFaceGAN boundary ``.npy`` files (one per emotion) and stylegan-web ``
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,37 @@ class Directions:
                               f"{self.emotions}")
         return self.directions[self.emotions.index(emotion)]
 
+    def emotion(self, value: str | int, *, where: str) -> str:
+        """The emotion a user named (a name or a FER-2013 id, any case), if these directions hold it; otherwise a
+        ConfigError naming ``where`` and listing the emotions they do hold."""
+        text = str(value).strip().lower()
+        name = EMOTIONS[int(text)] if text.isdigit() and int(text) < len(EMOTIONS) else text
+        if name in self.emotions:
+            return name
+        held = ", ".join(self.emotions)
+        what = f"no direction for {name!r}" if name in EMOTIONS else f"unknown emotion {value!r}"
+        holder = f"the directions ({self.source})" if self.source else "the directions"
+        raise ConfigError(f"{where}: {what}; {holder} hold {held}")
+
+    def in_space(self, space: str | None) -> Directions:
+        """These directions for use in ``space`` (None: as they are). A W direction applies in W+ as it is: it moves
+        every ws row alike, which is its W+ form, so W directions are returned unchanged; W+ directions whose rows
+        are all equal are W directions; any other change of space is a ConfigError naming the file."""
+        if space is None or space == self.space:
+            return self
+        if space not in SPACES:
+            raise ConfigError(f"space must be one of {SPACES}, got {space!r}")
+        where = self.source or "the directions"
+        if self.space == "w" and space == "w+":
+            return self
+        if self.space == "w+" and space == "w":
+            if not np.allclose(self.directions, self.directions[:, :1]):
+                raise ConfigError(f"{where} holds W+ directions whose rows differ; they cannot be used in W "
+                                  f"(use --space w+, or leave --space out)")
+            return dataclasses.replace(self, directions=self.directions[:, 0].copy(), space="w")
+        raise ConfigError(f"{where} holds {self.space!r} directions, but --space {space} was asked (a direction "
+                          f"learned in one of Z and W does not apply in the other)")
+
     def save(self, path: str | os.PathLike) -> Path:
         extra = {name: getattr(self, name) for name in ("accuracy", "balanced_accuracy", "counts")
                  if getattr(self, name) is not None}
@@ -107,7 +139,8 @@ class Directions:
 
         Each is ``[w_dim]``, ``[1, w_dim]`` or ``[num_ws, w_dim]``. ``space`` defaults to ``'w'`` for vectors
         and ``'w+'`` when any is ``[num_ws, w_dim]`` (vectors are then repeated on every ws row, which is the
-        same edit). Asking for ``'z'`` or ``'w'`` with per-row directions whose rows differ is an error.
+        same edit); ``'w+'`` asked for vectors alone gives W directions (they apply to every ws row). Asking for
+        ``'z'`` or ``'w'`` with per-row directions whose rows differ is an error.
         """
         if not boundaries:
             raise InputError("no boundaries given (expected EMOTION=FILE.npy pairs)")
@@ -124,6 +157,8 @@ class Directions:
             space = "w+" if any(per_row) else "w"
         if space not in SPACES:
             raise ConfigError(f"space must be one of {SPACES}, got {space!r}")
+        if space == "w+" and not any(per_row):
+            space = "w"  # W vectors are the W+ edit that moves every row alike
         out = []
         if space == "w+":
             rows = {a.shape[0] for a, pr in zip(arrays, per_row) if pr}
@@ -208,13 +243,14 @@ def load_directions(spec: str | os.PathLike, *, space: str | None = None, w_dim:
     - ``happy=smile_boundary.npy,sad=sad.npy``: InterFaceGAN boundaries, any subset of the seven emotions;
     - ``random``: seeded random unit W directions (demos; needs ``w_dim``).
 
-    ``space`` (None: from the file, or inferred from the shapes) must agree with what a ``.npz`` says.
+    ``space`` (None: from the file, or inferred from the shapes): W directions apply in W+ as they are (every ws
+    row moves alike), W+ directions with equal rows apply in W; Z and W never stand in for each other.
     """
     text = str(spec)
     if text == "random":
         if w_dim is None:
             raise ConfigError("random directions need w_dim")
-        if space not in (None, "w"):
+        if space not in (None, "w", "w+"):
             raise ConfigError(f"random directions are W directions; --space {space} does not apply")
         return random_directions(w_dim)
     if "=" in text and not Path(text).exists():
@@ -234,10 +270,7 @@ def load_directions(spec: str | os.PathLike, *, space: str | None = None, w_dim:
         raise InputError(f"{path}: no such directions file or folder")
     if path.suffix.lower() == ".npy":
         raise InputError(f"{path}: a single .npy does not say which emotion it moves; give it as EMOTION={path}")
-    dirs = Directions.load(path)
-    if space is not None and space != dirs.space:
-        raise ConfigError(f"{path} holds {dirs.space!r} directions, but --space {space} was asked")
-    return dirs
+    return Directions.load(path).in_space(space)
 
 
 def emotion_id(value: str | int, *, where: str) -> int:
@@ -310,9 +343,40 @@ def labels_from_sequences(path: str | os.PathLike, frame_index: np.ndarray, sour
         labels.append(lookup.get(key, -1))
     out = np.array(labels, dtype=np.int64)
     if len(out) and (out < 0).all():
-        raise InputError(f"{path}: no latent matched a labelled frame (sources labelled: "
-                         f"{sorted({q.source for q in seqs})[:3]}; sources embedded: {sorted(set(map(str, source)))[:3]})")
+        raise InputError(_no_match_message(path, seqs, frame_index, source, lookup))
     return out
+
+
+def _no_match_message(path, seqs, frame_index: np.ndarray, source: np.ndarray, lookup: dict) -> str:
+    """Why no latent found a label: the latents are of other videos, or of the same video at other frames."""
+    def listed(names) -> str:
+        names = sorted(names)
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    labelled = {same_source(q.source): q.source for q in seqs}
+    embedded = {same_source(s): str(s) for s in source}
+    keys = {src: (src if src in labelled else os.path.dirname(src)) for src in embedded}
+    shared = {src for src, key in keys.items() if key in labelled}
+    if not shared:
+        return (f"{path}: no latent matched a labelled frame: the labels are of {listed(labelled.values())}, but the "
+                f"latents were embedded from {listed(embedded.values())}. Labels match latents by video and frame "
+                f"number, so label and embed the same video (`stylemotion label clip.mp4 --out seq.jsonl`, then "
+                f"`stylemotion embed clip.mp4 ... --out clip.npz`)")
+    embedded_frames = sorted({int(i) for s, i in zip(source, frame_index) if same_source(s) in shared})
+    labelled_frames = sorted({i for (src, i) in lookup if src in {keys[s] for s in shared}})
+    videos = listed(embedded[s] for s in shared)
+    if set(embedded_frames) & set(labelled_frames):
+        return (f"{path}: no latent matched a labelled frame: the labeler found no face in the frames of {videos} "
+                f"that were embedded")
+    return (f"{path}: no latent matched a labelled frame: both are of {videos}, but of different frames (labelled "
+            f"{_frames_text(labelled_frames)}; embedded {_frames_text(embedded_frames)}); label and embed at the same "
+            f"--fps (or --every)")
+
+
+def _frames_text(frames: Sequence[int]) -> str:
+    """``[0, 6, 12, 18, 24]`` -> ``"0, 6, 12, ... (5 frames)"``."""
+    head = ", ".join(map(str, frames[:3]))
+    return f"{head}, ... ({len(frames)} frames)" if len(frames) > 3 else (head or "none")
 
 
 def learn_directions(latents: np.ndarray, labels: np.ndarray, *, space: str = "w",

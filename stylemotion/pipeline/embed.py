@@ -37,7 +37,9 @@ SPACES = ("w", "w+")
 @dataclass(frozen=True)
 class ProjectorConfig:
     space: str = "w"
-    steps: int = 1000
+    # 300, not the official projector's 1000: on digiface-64's own faces 300 steps reach 42-45 dB PSNR (RMSE under
+    # 2/255) against 47 dB at 1000, in 30 % of the time (README, "Embedding frames").
+    steps: int = 300
     initial_lr: float = 0.1
     lr_rampup: float = 0.05
     lr_rampdown: float = 0.25

@@ -44,8 +44,9 @@ class ScriptItem:
     coefficient: float | None = None  # None: the video's default coefficient
 
 
-def parse_script(text: str) -> list[ScriptItem]:
-    """``"happy:2,surprise:1.5:4,neutral:1"`` -> items (emotion names or ids, seconds, optional coefficient)."""
+def parse_script(text: str, *, directions=None) -> list[ScriptItem]:
+    """``"happy:2,surprise:1.5:4,neutral:1"`` -> items (emotion names or ids, seconds, optional coefficient).
+    With ``directions``, an emotion they lack is an error that lists the ones they hold."""
     from .directions import emotion_id
 
     items = []
@@ -62,7 +63,10 @@ def parse_script(text: str) -> list[ScriptItem]:
             raise ConfigError(f"script item {part!r}: duration must be positive seconds, got {fields[1]}")
         if coeff is not None and not math.isfinite(coeff):
             raise ConfigError(f"script item {part!r}: coefficient must be a finite number, got {fields[2]}")
-        items.append(ScriptItem(EMOTIONS[emotion_id(fields[0], where=f"script item {part!r}")], seconds, coeff))
+        where = f"script item {part!r}"
+        emotion = (EMOTIONS[emotion_id(fields[0], where=where)] if directions is None
+                   else directions.emotion(fields[0], where=where))
+        items.append(ScriptItem(emotion, seconds, coeff))
     return items
 
 

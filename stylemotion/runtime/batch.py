@@ -3,8 +3,10 @@
 A jobs file is CSV (a header row) or JSON lines, one job a line: ``id`` (the video's name), ``seed`` or ``latents``
 (``FILE.npz[:INDEX]``, a latents file from ``stylemotion embed``), ``script`` (``happy:2,surprise:1``) or
 ``predict`` (a count of emotions sampled from ``lstm``), and optionally ``fps``, ``seconds`` (per predicted
-emotion), ``interp``, ``coeff``, ``transition``, ``trunc``. Every job becomes ``OUT/<id>.mp4`` plus one line of
-``OUT/manifest.jsonl`` (frames, ACD, render seconds, engine; or the error of a job that kept failing).
+emotion), ``interp``, ``coeff``, ``transition``, ``trunc``; a field a job leaves out takes the run's
+``JobDefaults`` (``render-batch --fps/--seconds/--interp/--coeff/--transition/--trunc``). Every job becomes
+``OUT/<id>.mp4`` plus one line of ``OUT/manifest.jsonl`` (frames, ACD, render seconds, engine; or the error of a
+job that kept failing).
 
 Exactly once, under failure: a video is rendered under a temporary name (``OUT/.<id>.<host>-<pid>-<random>.partial
 .mp4``), fsynced and renamed into place (``stylemotion.atomic.publish``), and only then is its manifest line
@@ -24,6 +26,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import re
 import time
@@ -39,6 +42,32 @@ INTERPS = ("linear", "slerp", "smooth")
 
 
 @dataclass(frozen=True)
+class JobDefaults:
+    """What a job takes for each of these fields when its jobs file leaves it out (``render-batch --fps ...``)."""
+
+    fps: float = 10.0
+    seconds: float = 1.0        # per predicted emotion
+    interp: str = "smooth"
+    coeff: float = 3.0
+    transition: float = 0.5
+    trunc: float = 0.7
+
+    def validate(self) -> JobDefaults:
+        for name in ("fps", "seconds", "coeff", "transition", "trunc"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"render-batch default --{name} must be a finite number, got {value!r}")
+        for name in ("fps", "seconds"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"render-batch default --{name} must be positive, got {getattr(self, name)!r}")
+        if self.transition < 0:
+            raise ConfigError(f"render-batch default --transition must be >= 0 seconds, got {self.transition!r}")
+        if self.interp not in INTERPS:
+            raise ConfigError(f"render-batch default --interp must be one of {INTERPS}, got {self.interp!r}")
+        return self
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     seed: int | None = None
@@ -46,22 +75,23 @@ class Job:
     script: str | None = None
     predict: int | None = None
     lstm: str | None = None
-    fps: float = 10.0
-    seconds: float = 1.0
-    interp: str = "smooth"
-    coeff: float = 3.0
-    transition: float = 0.5
-    trunc: float = 0.7
+    fps: float = JobDefaults.fps
+    seconds: float = JobDefaults.seconds
+    interp: str = JobDefaults.interp
+    coeff: float = JobDefaults.coeff
+    transition: float = JobDefaults.transition
+    trunc: float = JobDefaults.trunc
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 
 
-def _job_from(record: dict[str, Any], where: str) -> Job:
+def _job_from(record: dict[str, Any], where: str, defaults: JobDefaults | None = None) -> Job:
     unknown = sorted(set(record) - set(FIELDS))
     if unknown:
         raise ConfigError(f"{where}: unknown job fields {unknown}; known: {list(FIELDS)}")
-    values = {k: v for k, v in record.items() if v is not None and v != ""}
+    given = {k: v for k, v in record.items() if v is not None and v != ""}
+    values = {**dataclasses.asdict(defaults), **given} if defaults is not None else given
     job_id = str(values.get("id", ""))
     if not ID_PATTERN.fullmatch(job_id):
         raise ConfigError(f"{where}: id {job_id!r} must be 1-128 letters, digits, '.', '_' or '-', not starting "
@@ -88,8 +118,10 @@ def _job_from(record: dict[str, Any], where: str) -> Job:
     return job
 
 
-def read_jobs(path: str | os.PathLike) -> list[Job]:
-    """Jobs from a CSV (header row) or JSON lines file; every error names the file, line and field."""
+def read_jobs(path: str | os.PathLike, *, defaults: JobDefaults | None = None) -> list[Job]:
+    """Jobs from a CSV (header row) or JSON lines file; every error names the file, line and field. A field a job
+    leaves out (empty or absent) takes ``defaults``' value (``JobDefaults()`` when None)."""
+    defaults = (defaults or JobDefaults()).validate()
     path = Path(path)
     try:
         text = path.read_text()
@@ -115,7 +147,7 @@ def read_jobs(path: str | os.PathLike) -> list[Job]:
             records.append((f"{path}:{i}", record))
     jobs, seen = [], {}
     for where, record in records:
-        job = _job_from(record, where)
+        job = _job_from(record, where, defaults)
         if job.id in seen:
             raise ConfigError(f"{where}: job id {job.id!r} repeats {seen[job.id]}")
         seen[job.id] = where
@@ -234,9 +266,12 @@ class Renderer:
         return torch.as_tensor(row)[None]
 
     def render_once(self, job: Job) -> dict:
+        from ..pipeline.keyframes import parse_script
         from . import stream
         from .jobs import render_video
 
+        if job.script:  # an emotion the directions lack is named with those they hold
+            parse_script(job.script, directions=self.directions)
         source = {"script": job.script} if job.script else {"lstm": job.lstm, "predict": job.predict}
         streamer = stream(self.engine, generator=self.G, directions=self.directions, seed=job.seed or 0,
                           identity=self._identity(job), fps=job.fps, interp=job.interp, transition=job.transition,
@@ -308,10 +343,14 @@ class BatchResult:
 def render_batch(jobs: Iterable[Job] | str | os.PathLike, out_dir: str | os.PathLike, settings: Settings, *,
                  ray_address: str | None = None, actors: int = 1, gpus_per_actor: float = 0.0,
                  cpus_per_actor: float = 1.0, actor_resources: dict | None = None, max_restarts: int = 2,
-                 progress: bool = True, log: Callable[[str], None] = print) -> BatchResult:
+                 defaults: JobDefaults | None = None, progress: bool = True,
+                 log: Callable[[str], None] = print) -> BatchResult:
     """Render every job not yet complete in ``out_dir``. ``ray_address``: None (in this process), ``"local"``
-    (start or join a Ray instance on this machine) or a cluster address (``"auto"``, ``"ray://host:10001"``)."""
-    jobs = read_jobs(jobs) if isinstance(jobs, (str, os.PathLike)) else list(jobs)
+    (start or join a Ray instance on this machine) or a cluster address (``"auto"``, ``"ray://host:10001"``).
+    ``defaults``: the fields a jobs file leaves out (only for a jobs file; ``Job`` objects are taken as they are)."""
+    if defaults is not None and not isinstance(jobs, (str, os.PathLike)):
+        raise ConfigError("render_batch: defaults apply to a jobs file; give Job objects their values directly")
+    jobs = read_jobs(jobs, defaults=defaults) if isinstance(jobs, (str, os.PathLike)) else list(jobs)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

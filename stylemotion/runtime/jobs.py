@@ -313,6 +313,9 @@ def animate_photo(G, photo: str | os.PathLike, out: str | os.PathLike, *, direct
     if directions.space not in ("w", "w+"):
         raise ConfigError(f"animate edits an embedded W/W+ identity: it needs W or W+ directions, got "
                           f"{directions.space!r}")
+    from ..pipeline.keyframes import parse_script
+
+    parse_script(script, directions=directions)  # an emotion the directions lack is named with those they hold
     make_planner(G, torch.device("cpu"), StreamSettings(fps=fps).validate(), directions=directions, script=script)
 
     image = read_image(photo)
@@ -335,7 +338,7 @@ def animate_photo(G, photo: str | os.PathLike, out: str | os.PathLike, *, direct
     mse = float(np.mean((recon.astype(np.float64) - aligned.crop.astype(np.float64)) ** 2))
     log(f"embedded in {space.upper()} ({steps} steps): pixel RMSE {math.sqrt(mse):.1f}/255 -> {paths['latents']}")
 
-    from ..pipeline.keyframes import ScriptItem, keyframe_targets, parse_script
+    from ..pipeline.keyframes import ScriptItem, keyframe_targets
 
     strips = {}  # the identity moved along each scripted emotion's direction: the planner's own keyframe edit
     for emotion in dict.fromkeys(i.emotion for i in parse_script(script) if i.emotion in directions.emotions):

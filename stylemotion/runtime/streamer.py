@@ -255,7 +255,9 @@ class Streamer:
                 skipped = self.planner.skip(math.ceil((now + render - self._t0) * self.fps) - nxt)
                 with self._stats.lock:
                     self._stats.dropped_behind += skipped
-                return None
+                # Then render the frame skipped to, whatever the clock says now: on a loaded machine the skip
+                # itself can outlast a frame interval, and skipping again and again rendered nothing, ever (the
+                # render estimate only changes when something renders).
         planned = self.planner.next_batch(self.batch)
         return _END if planned is None else planned
 

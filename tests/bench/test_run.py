@@ -72,7 +72,8 @@ def test_missing_backends_are_reported_never_timed(tmp_path, monkeypatch):
 def test_quick_run_of_the_script_on_a_tiny_model(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--model", "tiny-32", "--quick",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+                           "--out", str(tmp_path), "--cache", str(tmp_path / "cache")],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(next(tmp_path.glob("*.json")).read_text())
     check_schema(result, tmp_path)
@@ -84,6 +85,12 @@ def test_quick_run_of_the_script_on_a_tiny_model(tmp_path):
     if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
         assert "onnxruntime, reference graph" in names  # --quick leaves out the CPU plan's graph
     assert "not available: " in proc.stdout
+    (auto,) = [r for r in result["rows"] if r["row"] == "auto"]  # what open_engine(backend="auto") picks here
+    assert auto["auto_chose"] in ("torch-fast", "openvino-fast") and auto["detail"].startswith("auto: ")
+    (summary,) = result["auto"]
+    assert summary["chose"] == auto["auto_chose"] and summary["fastest_row"] != "auto"
+    assert f"auto (chose {auto['auto_chose']})" in proc.stdout and f"chose {auto['auto_chose']}: " in proc.stdout
+    assert (tmp_path / "cache" / "choices").is_dir(), "the auto row keeps its choice in the cache it was given"
 
 
 def test_stylemotion_bench_command(tmp_path, capsys):
@@ -105,3 +112,47 @@ def test_bad_bench_settings_are_refused(tmp_path):
     assert main(["bench", "--model", "tiny-32", "--backend", "cuda-magic", "--out", str(tmp_path)]) != 0
     assert main(["bench", "--model", "tiny-32", "--batch", "0", "--backend", "torch", "--out", str(tmp_path)]) != 0
     assert not list(tmp_path.glob("*.json"))
+
+
+def a_result(batches, models=("ffhq-256",), spread=1.0) -> dict:
+    """A result dict as sweep.run writes it (the fields the chart reads)."""
+    rows = []
+    for m, model in enumerate(models):
+        for b in batches:
+            for i, (name, backend) in enumerate([("torch eager, official form (baseline)", "torch"),
+                                                 ("auto", "auto"), ("torch eager, fast CPU plan", "torch"),
+                                                 ("openvino, official graph", "openvino")]):
+                ips = (1.0 + i) * spread ** i / (1 + m * 10)
+                rows.append({"model": model, "row": name, "backend": backend, "precision": "fp32", "batch": b,
+                             "baseline": i == 0, "images_per_s": ips, "speedup": 1.0 + i,
+                             **({"auto_chose": "torch-fast"} if backend == "auto" else {})})
+    return {"device": "Some CPU x2 threads", "date": "2026-12-01T00:00:00+00:00", "rows": rows}
+
+
+@pytest.mark.parametrize("batches,spread", [([1], 1.0), ([1], 10.0), ([1, 4, 16], 1.0), ([1, 8], 10.0)])
+def test_charts_are_drawn_with_matplotlib(tmp_path, batches, spread):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    from stylemotion.benchmark import engine_chart, redraw
+
+    result = a_result(batches, models=("ffhq-256", "ffhq-1024"), spread=spread)
+    path = engine_chart(tmp_path / "chart.png", result)
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width >= 800 and im.height >= 300
+    assert not list(tmp_path.glob(".*")), "temporary files left behind"
+    (tmp_path / "saved.json").write_text(json.dumps(result))
+    assert redraw(tmp_path / "saved.json") == tmp_path / "saved.png" and (tmp_path / "saved.png").stat().st_size > 1000
+
+
+def test_without_matplotlib_the_figures_are_still_written(tmp_path, monkeypatch):
+    from stylemotion.benchmark import write_outputs
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # "import matplotlib" fails as where it is not installed
+    result = {**a_result([1]), "matrix_rate_gflops": {}, "not_available": [], "runtime": [], "consistency": None}
+    for r in result["rows"]:
+        r.update(ms_per_batch=1.0, ms_p10=1.0, ms_p90=1.0, max_abs_err_vs_fp32_reference=0.0, build_s=0.0)
+    lines = []
+    write_outputs(tmp_path, result, log=lines.append)
+    assert (tmp_path / "Some_CPU_x2_threads-2026-12-01.json").exists() and not list(tmp_path.glob("*.png"))
+    assert "no chart: matplotlib is required" in lines[-1] and "stylemotion[bench]" in lines[-1]

@@ -2,10 +2,11 @@
 
 The way SQLite proves its journal: stop the writer where it hurts, then look at the disk. Each target is a real
 ``stylemotion`` command (or, for the engine cache, a writer loop) in its own process group. It is started, killed
-with SIGKILL at a random moment, and everything under a final name is checked: MP4s decode to every frame
-(ffprobe), latents/safetensors/ONNX/plans load and hold what they should. Then it is started again in the same
-folder (so later kills land on a run that is resuming a killed one), and again, ``KILLS`` times. A last run without
-a kill must finish the work, redo only what was missing, and leave no temporary behind.
+with SIGKILL at a random moment, and everything under a final name is checked: MP4s decode to every frame (with
+the ffmpeg that imageio-ffmpeg ships, tests/helpers.py), latents/safetensors/ONNX/plans load and hold what they
+should. Then it is started again in the same folder (so later kills land on a run that is resuming a killed one),
+and again, ``KILLS`` times. A last run without a kill must finish the work, redo only what was missing, and leave
+no temporary behind.
 
 ``STYLEMOTION_KILLS`` sets the kills per target (a few in ``make test``, 25 in ``make fuzz``);
 ``STYLEMOTION_KILL_REPORT`` names a JSON file for the counts (written at the end of the session).
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from ..helpers import count_frames
 
 KILLS = int(os.environ.get("STYLEMOTION_KILLS", "1"))
 REPORT = os.environ.get("STYLEMOTION_KILL_REPORT")
@@ -119,19 +122,6 @@ def hammer(target: str, args: list[str], folder: Path, within: float, check, *, 
             fresh(folder)
 
 
-def ffprobe_frames(path: Path) -> int:
-    """Frames ffprobe decodes (every one of them); fails on a torn file."""
-    exe = shutil.which("ffprobe")
-    if exe is None:
-        from stylemotion.pipeline.metrics import read_video_frames
-
-        return sum(1 for _ in read_video_frames(str(path)))
-    out = subprocess.run([exe, "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
-                          "stream=nb_read_frames", "-of", "csv=p=0", str(path)], capture_output=True, text=True)
-    assert out.returncode == 0 and out.stdout.strip().isdigit(), f"{path}: ffprobe cannot decode it: {out.stderr}"
-    return int(out.stdout.strip())
-
-
 def png_size(path: Path) -> tuple[int, int]:
     from PIL import Image
 
@@ -168,7 +158,7 @@ def test_video(tmp_path):
     def check(folder: Path) -> int:
         n = 0
         if out.exists():
-            seen.append(ffprobe_frames(out))
+            seen.append(count_frames(out))
             n += 1
         if (folder / "sheet.png").exists():
             png_size(folder / "sheet.png")
@@ -177,7 +167,7 @@ def test_video(tmp_path):
 
     hammer("video", args, tmp_path, 6.0, check)
     run_to_end("video", args, tmp_path)
-    frames = ffprobe_frames(out)
+    frames = count_frames(out)
     assert frames >= 40 and all(s == frames for s in seen), (frames, seen)  # never a shorter video
     assert temporaries(tmp_path) == []
 
@@ -240,7 +230,7 @@ def test_render_batch(tmp_path):
     def check(folder: Path) -> int:
         videos = sorted(out.glob("v*.mp4")) if out.exists() else []
         for v in videos:
-            frames.add(ffprobe_frames(v))
+            frames.add(count_frames(v))
         if out.exists():
             read_manifest(out)  # a torn last line is ignored, never an error
         return len(videos)
@@ -254,7 +244,7 @@ def test_render_batch(tmp_path):
     ok = collections.Counter(r["id"] for r in rows if r.get("status") == "ok")
     assert sorted(ok) == ids and set(ok.values()) == {1}, ok  # each video once in the manifest
     for i in ids:
-        frames.add(ffprobe_frames(out / f"{i}.mp4"))
+        frames.add(count_frames(out / f"{i}.mp4"))
     assert len(frames) == 1, frames  # every video ever seen under a final name was whole
     for i in done_before:  # finished jobs were not redone
         assert (out / f"{i}.mp4").stat().st_mtime_ns == before[f"{i}.mp4"]

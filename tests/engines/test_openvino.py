@@ -1,5 +1,5 @@
-"""The OpenVINO engine: float32 unless asked, the precision read back, the same images as PyTorch; the factory's
-CPU choice by instruction set; the fast and reference PyTorch plans."""
+"""The OpenVINO engine: float32 unless asked, the precision read back, the same images as PyTorch, from either
+graph; the factory's CPU choice by measurement with real engines; the fast and reference PyTorch plans."""
 from __future__ import annotations
 
 import pytest
@@ -78,17 +78,32 @@ def test_bf16_is_opt_in_and_never_a_quiet_fallback(G):
         open_engine(G, backend="torch", precision="bf16")
 
 
-def test_auto_on_the_cpu_picks_by_instruction_set(G, monkeypatch):
-    import stylemotion.engines.factory as factory
-
-    monkeypatch.setattr(factory, "cpu_flags", lambda: {"avx2", "fma"})
-    engine = open_engine(G, device="cpu")
-    assert engine.info.backend == "torch"
-    assert "this CPU has no AVX-512" in engine.info.detail or "openvino is not installed" in engine.info.detail
+def test_auto_on_the_cpu_measures_the_real_engines(G, tmp_path):
+    """The fastest by the figures in its detail, whatever this CPU's flags; the same images either way."""
     pytest.importorskip("openvino")
-    monkeypatch.setattr(factory, "cpu_flags", lambda: {"avx2", "avx512f"})
-    engine = open_engine(G, device="cpu")
-    assert engine.info.backend == "openvino" and "chosen: OpenVINO CPU" in engine.info.detail
+    import re
+
+    from stylemotion.engines.cache import EngineCache
+
+    engine = open_engine(G, device="cpu", cache=EngineCache(tmp_path))
+    figures = dict(re.findall(r"([a-z-]+) ([0-9.e+-]+) ms", engine.info.detail.split(";")[0]))
+    assert set(figures) == {"torch-fast", "openvino-fast"}, engine.info.detail
+    fastest = min(figures, key=lambda n: float(figures[n]))
+    assert engine.info.backend == fastest.split("-")[0] and "(measured, batch 1" in engine.info.detail
+    ws = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(3)))
+    assert rel_err(engine.run(ws), reference(G, ws)) < 1e-4
+
+
+def test_openvino_reference_graph_equals_pytorch(G):
+    pytest.importorskip("openvino")
+    from stylemotion.engines.factory import openvino_engine
+
+    engine = openvino_engine(G, None, graph="reference")
+    assert "converted from _Synthesis" in engine.info.detail and "reference graph" in engine.info.detail
+    ws = G.mapping(torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(4)))
+    assert rel_err(engine.run(ws), reference(G, ws)) < 1e-4
+    with pytest.raises(ConfigError, match="graph must be one of"):
+        openvino_engine(G, None, graph="winograd")
 
 
 def test_openvino_missing_is_said(G, monkeypatch):

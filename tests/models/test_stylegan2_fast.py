@@ -122,12 +122,12 @@ def test_bad_settings_are_refused():
 
 
 def _kernels_built() -> bool:
-    from stylemotion import _ext
+    from stylemotion import extension
 
-    return bool(_ext.status()["cpu"])
+    return bool(extension.status()["cpu"])
 
 
-@pytest.mark.skipif(not _kernels_built(), reason="cpp_ext is not built (python -m stylemotion.ext build)")
+@pytest.mark.skipif(not _kernels_built(), reason="cpp_ext is not built (python -m stylemotion.extension build)")
 def test_cpp_ext_winograd_transforms_match_the_official_outputs(tiny_generator, tiny_io):
     fast = FastSynthesis(tiny_generator.synthesis, winograd_min_channels=1, winograd_min_resolution=4, kernels=True)
     assert fast.kernels and sum("winograd" in e for e in fast.plan) == 4
@@ -143,7 +143,7 @@ def test_cpp_ext_winograd_transforms_match_the_official_outputs(tiny_generator, 
     assert (got - ref).abs().max().item() < TOL
 
 
-@pytest.mark.skipif(not _kernels_built(), reason="cpp_ext is not built (python -m stylemotion.ext build)")
+@pytest.mark.skipif(not _kernels_built(), reason="cpp_ext is not built (python -m stylemotion.extension build)")
 def test_cpp_ext_winograd_ops_refuse_bad_shapes():
     ops = torch.ops.stylemotion
     with pytest.raises(RuntimeError, match="multiples of 4"):

@@ -67,8 +67,15 @@ def test_label_sources(tmp_path):
                                                   "frame_index": [0, 5, 10]}) + "\n")
     assert list(labels_from_sequences(tmp_path / "s.jsonl", frame_index, np.array(["v.mp4"] * 3))) == [3, -1, 0]
     assert list(labels_from_sequences(tmp_path / "s.jsonl", frame_index, np.array(["./v.mp4"] * 3))) == [3, -1, 0]
-    with pytest.raises(InputError, match="no latent matched a labelled frame"):
+    with pytest.raises(InputError, match=r"no latent matched a labelled frame: the labels are of v\.mp4, but the "
+                                          r"latents were embedded from other\.mp4\. .*label and embed the same video"):
         labels_from_sequences(tmp_path / "s.jsonl", frame_index, np.array(["other.mp4"] * 3))
+    with pytest.raises(InputError, match=r"both are of v\.mp4, but of different frames \(labelled 0, 5, 10; "
+                                          r"embedded 1, 2, 3, \.\.\. \(4 frames\)\); label and embed at the "
+                                          r"same --fps"):
+        labels_from_sequences(tmp_path / "s.jsonl", np.array([1, 2, 3, 4]), np.array(["v.mp4"] * 4))
+    with pytest.raises(InputError, match=r"the labeler found no face in the frames of v\.mp4 that were embedded"):
+        labels_from_sequences(tmp_path / "s.jsonl", np.array([5]), np.array(["v.mp4"]))
 
 
 def test_csv_with_several_sources(tmp_path):
@@ -206,11 +213,48 @@ def test_stylegan_web_folder(tmp_path):
         load_directions(empty)
 
 
-def test_space_must_agree_with_the_file(tmp_path):
-    dirs = Directions(["happy"], np.ones((1, 8), np.float32), "w")
-    dirs.save(tmp_path / "d.npz")
+def test_w_directions_apply_in_w_plus_and_z_never_stands_in_for_w(tmp_path):
+    import torch
+
+    from stylemotion.pipeline.keyframes import ScriptItem, keyframe_targets
+
+    rng = np.random.default_rng(4)
+    happy = rng.normal(size=8).astype(np.float32)
+    Directions(["happy"], happy[None], "w").save(tmp_path / "d.npz")
     assert load_directions(tmp_path / "d.npz", space="w").space == "w"
-    with pytest.raises(ConfigError, match=r"holds 'w' directions, but --space w\+"):
-        load_directions(tmp_path / "d.npz", space="w+")
+    plus = load_directions(tmp_path / "d.npz", space="w+")  # the README's `animate ... --space w+`
+    identity = torch.as_tensor(rng.normal(size=(1, 5, 8)).astype(np.float32))  # ws [1, num_ws, w_dim]
+    moved = keyframe_targets(identity, plus, [ScriptItem("happy", 1.0, 2.0)])
+    np.testing.assert_allclose(moved.numpy(), identity.numpy() + 2.0 * happy[None, None], rtol=1e-6)  # every row
+    assert load_directions("random", space="w+", w_dim=8).emotions  # random directions are W: they apply too
+    # W+ directions with equal rows are W directions; with differing rows they are not
+    Directions(["happy"], np.repeat(happy[None, None], 5, axis=1), "w+").save(tmp_path / "same.npz")
+    np.testing.assert_array_equal(load_directions(tmp_path / "same.npz", space="w").directions, happy[None])
+    Directions(["happy"], rng.normal(size=(1, 5, 8)).astype(np.float32), "w+").save(tmp_path / "rows.npz")
+    with pytest.raises(ConfigError, match=r"rows\.npz holds W\+ directions whose rows differ; they cannot be used "
+                                          r"in W"):
+        load_directions(tmp_path / "rows.npz", space="w")
+    with pytest.raises(ConfigError, match=r"d\.npz holds 'w' directions, but --space z was asked"):
+        load_directions(tmp_path / "d.npz", space="z")
     with pytest.raises(ConfigError, match="random directions are W directions"):
         load_directions("random", space="z", w_dim=8)
+    # InterFaceGAN vectors asked for in W+ are W directions too (not [E, 1, w_dim], which fits no generator)
+    np.save(tmp_path / "smile.npy", happy[None])
+    boundaries = load_directions(f"happy={tmp_path / 'smile.npy'}", space="w+")
+    assert boundaries.space == "w" and boundaries.directions.shape == (1, 8)
+
+
+def test_an_emotion_the_directions_lack_is_named_with_those_they_hold():
+    from stylemotion.pipeline.keyframes import parse_script
+
+    dirs = Directions(["happy", "sad"], np.eye(2, 8, dtype=np.float32), "w", source="d.npz")
+    assert dirs.emotion("Happy", where="--emotion") == "happy" and dirs.emotion(4, where="--emotion") == "sad"
+    with pytest.raises(ConfigError, match=r"--emotion: no direction for 'disgust'; the directions \(d\.npz\) hold "
+                                          r"happy, sad$"):
+        dirs.emotion("disgust", where="--emotion")
+    with pytest.raises(ConfigError, match=r"unknown emotion 'grumpy'; the directions \(d\.npz\) hold happy, sad$"):
+        dirs.emotion("grumpy", where="--emotion")
+    assert [i.emotion for i in parse_script("happy:1,4:2", directions=dirs)] == ["happy", "sad"]
+    with pytest.raises(ConfigError, match=r"script item 'fear:1': no direction for 'fear'; .* hold happy, sad$"):
+        parse_script("happy:1,fear:1", directions=dirs)
+    assert [i.emotion for i in parse_script("fear:1")] == ["fear"]  # without directions: any FER-2013 emotion

@@ -1,9 +1,7 @@
-"""Video files: H.264 MP4 that ffprobe accepts and that reads back, GIF, PNG frames, Ctrl-C, bad paths."""
+"""Video files: H.264 MP4 that ffmpeg decodes whole and that reads back, GIF, PNG frames, Ctrl-C, bad paths."""
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -11,6 +9,8 @@ import pytest
 from stylemotion.errors import ConfigError, InputError
 from stylemotion.pipeline.metrics import ACD, acd, pixel_features
 from stylemotion.pipeline.video_io import VideoWriter, iter_frames
+
+from ..helpers import probe_video
 
 
 def moving_frames(n=12, h=48, w=64):
@@ -21,24 +21,13 @@ def moving_frames(n=12, h=48, w=64):
     return frames
 
 
-def ffprobe(path):
-    exe = shutil.which("ffprobe")
-    if exe is None:
-        pytest.skip("ffprobe (Debian's ffmpeg) is not installed; .ci/run installs it")
-    out = subprocess.run([exe, "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
-                          "stream=codec_name,pix_fmt,nb_read_frames,r_frame_rate,width,height", "-of", "json",
-                          str(path)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)["streams"][0]
-
-
 def test_mp4_is_h264_yuv420p_with_the_right_frames(tmp_path):
     frames = moving_frames()
     with VideoWriter(tmp_path / "v.mp4", fps=12) as writer:
         writer.write(frames[:5])
         writer.write(frames[5:])
-    info = ffprobe(tmp_path / "v.mp4")
-    assert info["codec_name"] == "h264" and info["pix_fmt"] == "yuv420p"
-    assert int(info["nb_read_frames"]) == 12 and info["r_frame_rate"] == "12/1"
+    info = probe_video(tmp_path / "v.mp4")
+    assert (info.codec, info.pix_fmt, info.frames, info.fps) == ("h264", "yuv420p", 12, 12)
     back = np.stack([f.rgb for f in iter_frames(tmp_path / "v.mp4")])
     assert back.shape == frames.shape
     mse = ((back.astype(float) - frames) ** 2).mean(axis=(1, 2, 3))
@@ -49,8 +38,8 @@ def test_mp4_is_h264_yuv420p_with_the_right_frames(tmp_path):
 def test_odd_sizes_are_padded_to_even(tmp_path):
     with VideoWriter(tmp_path / "odd.mp4", fps=5) as writer:
         writer.write(moving_frames(n=3, h=47, w=63))
-    info = ffprobe(tmp_path / "odd.mp4")
-    assert (info["width"], info["height"]) == (64, 48)
+    info = probe_video(tmp_path / "odd.mp4")
+    assert (info.width, info.height) == (64, 48)
 
 
 def test_ctrl_c_leaves_a_playable_file_of_the_frames_done(tmp_path):
@@ -59,7 +48,7 @@ def test_ctrl_c_leaves_a_playable_file_of_the_frames_done(tmp_path):
         with VideoWriter(tmp_path / "cut.mp4", fps=10) as writer:
             writer.write(frames[:7])
             raise KeyboardInterrupt
-    assert int(ffprobe(tmp_path / "cut.mp4")["nb_read_frames"]) == 7
+    assert probe_video(tmp_path / "cut.mp4").frames == 7
     with pytest.raises(RuntimeError):
         with VideoWriter(tmp_path / "err.mp4", fps=10) as writer:
             writer.write(frames[:3])
@@ -81,15 +70,25 @@ def test_a_real_sigint_mid_write_still_leaves_a_playable_file(tmp_path):
             for _ in range(10_000):
                 writer.write(frames)
     timer.cancel()
-    info = ffprobe(tmp_path / "sig.mp4")
-    assert info["codec_name"] == "h264" and int(info["nb_read_frames"]) > 0
+    info = probe_video(tmp_path / "sig.mp4")
+    assert info.codec == "h264" and info.frames > 0
     assert not list(tmp_path.glob(".*"))
 
 
 def test_non_integer_fps_is_stamped_exactly(tmp_path):
     with VideoWriter(tmp_path / "ntsc.mp4", fps=30000 / 1001) as writer:
         writer.write(moving_frames(n=6))
-    assert ffprobe(tmp_path / "ntsc.mp4")["r_frame_rate"] == "30000/1001"
+    assert probe_video(tmp_path / "ntsc.mp4").fps == Fraction(30000, 1001)
+
+
+def test_the_video_check_fails_on_a_torn_file(tmp_path):
+    """The crash tests trust probe_video to fail on a torn MP4 rather than count it short."""
+    with VideoWriter(tmp_path / "whole.mp4", fps=12) as writer:
+        writer.write(moving_frames())
+    data = (tmp_path / "whole.mp4").read_bytes()
+    (tmp_path / "torn.mp4").write_bytes(data[:len(data) * 2 // 3])
+    with pytest.raises(AssertionError, match=r"torn\.mp4: ffmpeg cannot decode it"):
+        probe_video(tmp_path / "torn.mp4")
 
 
 def test_gif_and_png_frames(tmp_path):

@@ -14,9 +14,9 @@ import pytest
 
 from stylemotion.checkpoints import save_generator
 from stylemotion.errors import ConfigError
-from stylemotion.runtime.batch import Job, Settings, read_jobs, read_manifest, render_batch
+from stylemotion.runtime.batch import Job, JobDefaults, Settings, read_jobs, read_manifest, render_batch
 
-from ..helpers import make_generator
+from ..helpers import count_frames, make_generator
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +33,6 @@ def jobs(n, seconds=0.6):
     emotions = ["happy", "sad", "surprise", "angry"]
     return [Job(id=f"v{i:02d}", seed=i, script=f"{emotions[i % 4]}:{seconds},neutral:{seconds}", fps=10)
             for i in range(n)]
-
-
-def ffprobe_frames(path) -> int:
-    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
-                          "stream=nb_read_frames", "-of", "csv=p=0", str(path)], capture_output=True, text=True,
-                         check=True).stdout
-    return int(out.strip())
 
 
 def decode(path) -> np.ndarray:
@@ -80,6 +73,25 @@ def test_jobs_files_and_their_errors(tmp_path):
         read_jobs(tmp_path / "empty.jsonl")
 
 
+def test_defaults_fill_only_the_fields_a_jobs_file_leaves_out(tmp_path):
+    jobs_file = tmp_path / "jobs.csv"
+    jobs_file.write_text("id,seed,script,fps,coeff\na,1,happy:1,12,\nb,2,sad:1,,5\n")
+    a, b = read_jobs(jobs_file, defaults=JobDefaults(fps=24, seconds=2, interp="linear", coeff=6, transition=0.2,
+                                                      trunc=0.5))
+    assert (a.fps, a.seconds, a.interp, a.coeff, a.transition, a.trunc) == (12, 2, "linear", 6, 0.2, 0.5)
+    assert (b.fps, b.coeff) == (24, 5)  # a job's own value wins
+    assert (read_jobs(jobs_file)[1].fps, read_jobs(jobs_file)[0].coeff) == (JobDefaults.fps, JobDefaults.coeff)
+    for bad, message in [({"fps": 0}, "default --fps must be positive, got 0"),
+                         ({"seconds": -1.0}, "default --seconds must be positive"),
+                         ({"transition": -0.5}, "default --transition must be >= 0"),
+                         ({"coeff": float("nan")}, "default --coeff must be a finite number"),
+                         ({"interp": "cubic"}, "default --interp must be one of")]:
+        with pytest.raises(ConfigError, match=message):
+            read_jobs(jobs_file, defaults=JobDefaults(**bad))
+    with pytest.raises(ConfigError, match="defaults apply to a jobs file"):
+        render_batch(jobs(1), tmp_path / "out", settings("unused"), defaults=JobDefaults(fps=5))
+
+
 def test_in_process_exactly_once_and_resume(ckpt, tmp_path):
     out = tmp_path / "out"
     todo = jobs(3) + [Job(id="broken", latents=str(tmp_path / "missing.npz"), script="happy:0.5")]
@@ -89,7 +101,7 @@ def test_in_process_exactly_once_and_resume(ckpt, tmp_path):
     assert {k: v["status"] for k, v in manifest.items()} == {"v00": "ok", "v01": "ok", "v02": "ok", "broken": "failed"}
     assert "missing.npz" in manifest["broken"]["error"] and manifest["broken"]["attempts"] == 3
     for i in range(3):
-        assert ffprobe_frames(out / f"v{i:02d}.mp4") == manifest[f"v{i:02d}"]["frames"] == 12
+        assert count_frames(out / f"v{i:02d}.mp4") == manifest[f"v{i:02d}"]["frames"] == 12
     assert not list(out.glob(".*.partial.mp4"))
     # A rerun after an interrupted run: one video lost, one stale temporary left behind; only the missing job
     # (and the failed one) are redone, the temporary is removed.
@@ -98,7 +110,7 @@ def test_in_process_exactly_once_and_resume(ckpt, tmp_path):
     before = (out / "v00.mp4").stat().st_mtime_ns
     again = render_batch(todo, out, settings(ckpt), progress=False, log=lambda m: None)
     assert again.skipped == 2 and again.rendered == 1 and again.failed == ["broken"]
-    assert (out / "v00.mp4").stat().st_mtime_ns == before and ffprobe_frames(out / "v01.mp4") == 12
+    assert (out / "v00.mp4").stat().st_mtime_ns == before and count_frames(out / "v01.mp4") == 12
     assert not (out / ".v02.999.partial.mp4").exists()
 
 
@@ -157,7 +169,7 @@ def test_ray_renders_every_job_exactly_once_and_like_in_process(ray_cluster, ckp
     local = render_batch(todo[:3], tmp_path / "local", settings(ckpt), progress=False, log=lambda m: None)
     assert local.rendered == 3
     for j in todo:
-        assert ffprobe_frames(tmp_path / "ray" / f"{j.id}.mp4") == 12
+        assert count_frames(tmp_path / "ray" / f"{j.id}.mp4") == 12
     for j in todo[:3]:
         np.testing.assert_array_equal(decode(tmp_path / "ray" / f"{j.id}.mp4"), decode(tmp_path / "local" / f"{j.id}.mp4"))
     # An interrupted run's rerun renders only what is missing.
@@ -190,7 +202,7 @@ def test_killing_an_actor_mid_run_still_gives_every_video_once(ray_cluster, ckpt
     lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in lines) == [j.id for j in todo]
     for j in todo:
-        assert ffprobe_frames(out / f"{j.id}.mp4") == 30
+        assert count_frames(out / f"{j.id}.mp4") == 30
     render_batch(todo, out, settings(ckpt), progress=False, log=lambda m: None)
     assert not list(out.glob(".*.partial.mp4"))
 

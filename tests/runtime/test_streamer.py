@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 import pytest
+
+from tests.helpers import count_frames
 import torch
 
 from stylemotion.errors import ConfigError
@@ -91,7 +93,7 @@ def test_lstm_source_and_explicit_latents(G, dirs):
 def test_bad_configurations_fail_before_any_frame(G, dirs):
     with pytest.raises(ConfigError, match="offline mode renders a finite video"):
         stream(G, directions=dirs)
-    with pytest.raises(ConfigError, match="no direction for \\['fear'\\]"):
+    with pytest.raises(ConfigError, match="no direction for 'fear'; the directions hold happy"):
         stream(G, directions=random_directions(G.w_dim).__class__(["happy"], np.ones((1, G.w_dim)), "w"),
                script="happy:1,fear:1")
     with pytest.raises(ConfigError, match="mode must be one of"):
@@ -279,8 +281,6 @@ def test_stream_stdout_into_ffmpeg_gives_exactly_the_scripted_frames(ckpt, tmp_p
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_a_signal_stops_a_live_stream_within_a_second_and_finishes_its_file(ckpt, tmp_path, sig):
-    import json
-    import shutil
     import signal
     import subprocess
     import sys
@@ -301,7 +301,4 @@ def test_a_signal_stops_a_live_stream_within_a_second_and_finishes_its_file(ckpt
     assert time.monotonic() - sent < 1.5  # the stream stops within a second (plus the interpreter's exit)
     assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[sig], err
     assert out.exists() and not list(tmp_path.glob(".*"))
-    if shutil.which("ffprobe"):
-        probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries", "stream=nb_read_frames",
-                                "-of", "json", str(out)], capture_output=True, text=True, check=True)
-        assert int(json.loads(probe.stdout)["streams"][0]["nb_read_frames"]) >= 3
+    assert count_frames(out) >= 3  # decoded by imageio-ffmpeg's ffmpeg: no system binary needed

@@ -1,18 +1,22 @@
-"""Finding, building and loading cpp_ext (the C++/CUDA kernels behind ``stylemotion.ops``).
+"""Finding, building and loading cpp_ext (the C++/CUDA kernels behind ``stylemotion.ops``), and its command:
+``python -m stylemotion.extension build|status`` builds it, or says what is built and what ``impl="auto"`` runs.
 
 The extension is optional: without it every op runs its PyTorch reference. ``build()`` compiles it with
 ``torch.utils.cpp_extension`` (g++ and ninja; nvcc too when PyTorch has CUDA) into a build folder, under a name that
 hashes the sources, the PyTorch version and the CUDA flag, so a stale build is never loaded. ``status()`` loads the
 build for this configuration if there is one and says what is available and, if not, why. Nothing here builds
-implicitly: ``make test`` builds it, and so do ``python -m stylemotion.ext build`` and
+implicitly: ``make test`` builds it, and so do ``python -m stylemotion.extension build`` and
 ``STYLEMOTION_BUILD_EXT=1 pip install -e .``.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import hashlib
+import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -103,7 +107,7 @@ def status(build_dir: str | None = None) -> dict:
         name = library_name(cuda)
         path = folder / name / f"{name}.so"
         if not path.exists():
-            why["cuda" if cuda else "cpu"] = f"not built (no {path}; run `python -m stylemotion.ext build`)"
+            why["cuda" if cuda else "cpu"] = f"not built (no {path}; run `python -m stylemotion.extension build`)"
             continue
         try:
             torch.ops.load_library(str(path))
@@ -116,3 +120,33 @@ def status(build_dir: str | None = None) -> dict:
         return {"cpu": True, "cuda": cuda, "library": str(path), "why": why}
     why.setdefault("cuda", "PyTorch has no CUDA device here")
     return {"cpu": False, "cuda": False, "library": None, "why": why}
+
+
+def main(argv=None) -> int:
+    """``python -m stylemotion.extension build|status``: build cpp_ext (``--cuda``: its CUDA kernels too), then print
+    what ``stylemotion.ops`` has; exit status 2 when the build fails."""
+    from . import ops
+    from .errors import StylemotionError
+
+    p = argparse.ArgumentParser(prog="python -m stylemotion.extension",
+                                description="Build cpp_ext, or say what is built and what impl='auto' runs.")
+    p.add_argument("command", choices=["build", "status"])
+    p.add_argument("--cuda", action="store_true", default=None, help="also build the CUDA kernels")
+    p.add_argument("--verbose", action="store_true")
+    args = p.parse_args(argv)
+    if args.command == "build":
+        try:
+            path = build(cuda=args.cuda, verbose=args.verbose)
+        except StylemotionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"built {path}")
+    print(json.dumps(ops.available(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, not this __main__ copy's: one status() cache, one load of the library.
+    from stylemotion.extension import main as _main
+
+    sys.exit(_main())
