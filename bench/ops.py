@@ -24,7 +24,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import device_name, pick_device, write_results  # noqa: E402
 from stylemotion import ops  # noqa: E402
-from stylemotion.pipeline.video import bar_chart  # noqa: E402
 
 
 def timed(fn, *, device: str, min_seconds: float = 0.3) -> float:
@@ -82,6 +81,17 @@ def cases(device: str, kind: str):
                (lambda frames=frames: ops.acd(frames, impl="reference")))
 
 
+def chart(path, labels, values, **kw) -> None:
+    """The PNG beside the results, drawn with matplotlib (the ``bench`` extra); without it, said and skipped."""
+    from stylemotion.benchmark.charts import bar_chart
+    from stylemotion.errors import MissingDependencyError
+
+    try:
+        bar_chart(path, labels, values, **kw)
+    except MissingDependencyError as exc:
+        print(f"no chart: {exc}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -130,8 +140,9 @@ def main(argv=None) -> int:
     stem = f"ops-{dev.replace(' ', '_').replace('/', '_')}-{dt.date.today().isoformat()}"
     out = Path(args.out)
     write_results(out, stem, result, lines)
-    bar_chart(out / f"{stem}.png", [r["op"].split(" ")[0][:8] + str(i) for i, r in enumerate(rows)],
-              [r["speedup_vs_reference"] for r in rows], [0.0] * len(rows), "ext speed-up over the reference")
+    chart(out / f"{stem}.png", [r["op"] for r in rows], [r["speedup_vs_reference"] for r in rows],
+          title=f"cpp_ext against the PyTorch reference on {dev}",
+          xlabel="speed-up over the reference (higher is faster)", reference=1.0, reference_label="reference")
     return 0
 
 

@@ -32,7 +32,6 @@ from bench.engines import time_engine  # noqa: E402
 from bench.run import device_name, load_model, pick_device, write_results  # noqa: E402
 from stylemotion.engines import open_engine  # noqa: E402
 from stylemotion.pipeline.directions import random_directions  # noqa: E402
-from stylemotion.pipeline.video import bar_chart  # noqa: E402
 from stylemotion.runtime import NullSink, stream  # noqa: E402
 
 EMOTIONS = ("happy", "sad", "surprise", "angry", "fear", "disgust", "neutral")
@@ -79,6 +78,17 @@ def realtime_row(engine, G, directions, *, fps: float, seconds: float, batch: in
     return {"fps_target": fps, "fps": stats["fps"], "frames": stats["frames"], "dropped": stats["dropped"],
             "latency_ms": stats["latency_ms"], "lateness_ms": stats["lateness_ms"],
             "control_latency_ms": stats["control_latency_ms"], "batch": batch}
+
+
+def chart(path, labels, values, **kw) -> None:
+    """The PNG beside the results, drawn with matplotlib (the ``bench`` extra); without it, said and skipped."""
+    from stylemotion.benchmark.charts import bar_chart
+    from stylemotion.errors import MissingDependencyError
+
+    try:
+        bar_chart(path, labels, values, **kw)
+    except MissingDependencyError as exc:
+        print(f"no chart: {exc}")
 
 
 def main(argv=None) -> int:
@@ -138,7 +148,8 @@ def main(argv=None) -> int:
     write_results(out, stem, result, lines)
     labels = [f"b{r['batch']} {kind}" for r in rows for kind in ("engine", "stream")]
     values = [v for r in rows for v in (r["engine_fps"], r["stream_fps"])]
-    bar_chart(out / f"{stem}.png", labels, values, [0.0] * len(values), f"{args.model} on {dev}: frames/s")
+    chart(out / f"{stem}.png", labels, values, title=f"{args.model} on {dev}: the offline stream against its engine",
+          xlabel="frames/s (engine: images/s of engine.run alone)")
     return 0
 
 

@@ -20,7 +20,7 @@ table, ``<out>/<device>-<date>.json`` (top-level ``rows``), a markdown table and
 One role per module: ``rows`` (models and the engine rows), ``timing``, ``machine`` (environment, matrix rate,
 memory), ``sweep`` (``Settings``, ``run``), ``report`` (markdown, files), ``charts`` (matplotlib), ``cli``.
 """
-from .charts import engine_chart, redraw
+from .charts import bar_chart, engine_chart, redraw
 from .cli import add_arguments, parse_list, pick_device, settings_from_args
 from .machine import (cpu_model, device_name, environment, has_native_bf16, matrix_rate, peak_rss_mib,
                       reset_peak_rss, rss_mib)
@@ -31,7 +31,7 @@ from .sweep import Settings, run
 from .timing import percentile, psnr, round_robin, sync, time_runs
 
 __all__ = ["BACKENDS", "PRECISIONS", "TINY_MODEL", "TINY_OVERRIDES", "PerBatch", "Row", "Settings", "add_arguments",
-           "auto_summary", "cpu_model", "device_name", "engine_chart", "environment", "export_official_graph",
+           "auto_summary", "bar_chart", "cpu_model", "device_name", "engine_chart", "environment", "export_official_graph",
            "has_native_bf16", "load_model", "markdown", "matrix_rate", "parse_list", "peak_rss_mib", "percentile",
            "pick_device", "psnr", "redraw", "reset_peak_rss", "result_stem", "round_robin", "rows_for", "rss_mib",
            "run", "settings_from_args", "synthesis_flops", "sync", "time_runs", "write_outputs"]
