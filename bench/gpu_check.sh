@@ -30,6 +30,7 @@ if [ -n "${STYLEMOTION_GPU_CHECK_RESULTS:-}" ]; then  # relative to where the sc
   esac
 fi
 cd "$(dirname "$0")/.."
+. bench/steps.sh
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 DEVICE=${STYLEMOTION_GPU_CHECK_DEVICE:-cuda}
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
@@ -95,42 +96,22 @@ publish() {  # copy this run's files (and only them) to the results folder, and 
 }
 
 step() {  # step NAME LIMIT_S COMMAND...: run with a time limit (cut to the budget left), log, time, record
-  local name=$1 limit=$2 left rc t0 line
+  local name=$1 limit=$2
   shift 2
   if [ -n "${STYLEMOTION_GPU_CHECK_ONLY:-}" ] && [[ ",$STYLEMOTION_GPU_CHECK_ONLY," != *",${name%% *},"* ]]; then
-    line="$name: skipped (not in STYLEMOTION_GPU_CHECK_ONLY)"
-    echo "=== $line" | tee -a "$LOG"
-    summary+=("$line")
-    return 0
-  fi
-  left=$((BUDGET - (SECONDS - START)))
-  if [ "$left" -lt "$limit" ]; then limit=$left; fi
-  if [ "$limit" -lt 5 ]; then
-    line="$name: not run (the ${BUDGET} s budget is spent)"
-    status=1
+    STEP_LINE="$name: skipped (not in STYLEMOTION_GPU_CHECK_ONLY)"
+    echo "=== $STEP_LINE" | tee -a "$LOG"
   else
-    echo "=== $name (limit ${limit} s)" | tee -a "$LOG"
-    t0=$(date +%s.%N)
-    timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG"
-    rc=${PIPESTATUS[0]}
-    line=$(awk -v n="$name" -v rc="$rc" -v a="$t0" -v b="$(date +%s.%N)" \
-      'BEGIN { printf "%s: exit %d in %.1f s%s", n, rc, b - a, (rc == 124 || rc == 137) ? " (time limit)" : "" }')
-    if [ "$rc" -ne 0 ]; then status=1; fi
+    timed_step "$name" "$limit" 5 "$@" || status=1
   fi
-  echo "=== $line" | tee -a "$LOG"
-  summary+=("$line")
+  summary+=("$STEP_LINE")
   printf '%s\n' "device $DEVICE, python $PY" "${summary[@]}" > "$SUMMARY"
   publish
 }
 
 echo "gpu_check on $DEVICE: results of this run in $RUN${DEST:+, copied to $DEST}" | tee -a "$LOG"
 if [ "$DEVICE" != cpu ]; then
-  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-  # No device, no point: stop before any step spends the call's minutes.
-  step "torch sees $DEVICE" 60 "$PY" -c "import sys, torch; d = torch.device('$DEVICE')
-ok = torch.cuda.is_available() and (d.index or 0) < torch.cuda.device_count()
-print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(d) if ok else 'NO CUDA DEVICE')
-sys.exit(0 if ok else 1)"
+  device_step "$DEVICE"  # no device, no point: stop before any step spends the call's minutes
 else
   step "torch on the cpu" 60 "$PY" -c "import torch
 print('torch', torch.__version__, 'cpu', torch.get_num_threads(), 'threads')"

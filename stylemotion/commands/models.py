@@ -124,29 +124,37 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     from ..atomic import atomic_path
     from ..checkpoints import save_generator
-    from ..checkpoints.dcgan import load_dcgan
-    from ..checkpoints.emotion_cnn import load_emotion_cnn
-    from ..pipeline.distill import DistillConfig, Distiller
+    from ..pipeline.distill import DistillConfig, Distiller, load_classifier, load_teacher
     from ..runtime.jobs import compare_to_teacher
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.eval_n < 1:
+        raise ConfigError(f"--eval-n must be a positive number of held-out z, got {args.eval_n}")
     cfg = DistillConfig(kimg=args.kimg, batch=args.batch, lr=args.lr, objective=args.objective,
-                        fer_weight=args.fer_weight, adv_weight=args.adv_weight, seed=args.seed)
-    teacher, classifier = load_dcgan(args.teacher), load_emotion_cnn()
-    run = Distiller(args.out, cfg, teacher=teacher, classifier=classifier, init=args.init)
-    print(f"distill: {run.step}/{cfg.total_steps} steps done in {args.out}", file=sys.stderr)
-    seconds = args.minutes * 60 if args.minutes else None
+                        fer_weight=args.fer_weight, adv_weight=args.adv_weight, seed=args.seed).validate()
+    teacher, classifier = load_teacher(args.teacher), load_classifier(args.classifier)
+    run = Distiller(args.out, cfg, teacher=teacher, classifier=classifier, init=args.init, device=args.device,
+                    amp=args.amp)
+    total = run.cfg.total_steps
+    print(f"distill: {run.step}/{total} steps of {run.cfg.batch} done in {args.out}; on {run.device}, amp "
+          f"{'bf16' if run.amp_dtype is not None else 'none'}", file=sys.stderr)
+    seconds = args.seconds if args.seconds is not None else (args.minutes * 60 if args.minutes else None)
     step = run.run(progress=not args.quiet, max_seconds=seconds)
-    if step < cfg.total_steps:
-        print(f"stopped at step {step}/{cfg.total_steps}; run the same command again to continue")
-        return 0
+    finished = step >= total
+    if not finished:
+        print(f"stopped at step {step}/{total}; run the same command again to continue")
+        if not args.snapshot:
+            return 0
     G = run.finished_student()
     out = Path(args.out)
     save_generator(G, out / "generator.safetensors")
-    report = compare_to_teacher(G, teacher, classifier)
+    report = {**compare_to_teacher(G, teacher, classifier, n=args.eval_n, batch=min(50, args.eval_n)),
+              "finished": finished, "step": step, "kimg": run.kimg_done, "target_kimg": run.cfg.kimg,
+              "batch": run.cfg.batch, "objective": run.cfg.objective, "this_call": run.last_run}
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     print(f"wrote {out / 'generator.safetensors'}: held-out PSNR {report['psnr_mean']:.2f} dB (median "
-          f"{report['psnr_median']:.2f}), FER argmax agreement {report['fer_agreement']:.1%} on {report['n']} z")
+          f"{report['psnr_median']:.2f}), FER argmax agreement {report['fer_agreement']:.1%} on {report['n']} z"
+          f"{'' if finished else ' (a snapshot: training is not finished)'}")
     return 0
