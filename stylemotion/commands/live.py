@@ -99,15 +99,28 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..runtime.server import ServerConfig, build_server, run
+    from ..runtime.server.config import tokens_from_env
 
     host, _, port = args.http.rpartition(":")
     try:
-        config = ServerConfig(host=host or "127.0.0.1", port=int(port), fps=args.fps, max_streams=args.max_streams,
-                              max_viewers=args.max_viewers, virtual_camera=args.virtual_camera, rate=args.rate,
-                              burst=max(1, int(2 * args.rate)), idle_timeout=args.idle_timeout,
-                              allowed_hosts=tuple(args.allow_host)).validate()
+        port_number = int(port)
     except ValueError as exc:
         raise ConfigError(f"--http {args.http!r}: expected HOST:PORT, e.g. 127.0.0.1:8080 ({exc})") from exc
+    osc = None
+    if args.osc is not None:
+        from ..runtime.server.osc import parse_osc_address
+
+        osc = parse_osc_address(args.osc)
+    elif args.osc_allow:
+        raise ConfigError("--osc-allow needs --osc [HOST:]PORT")
+    token, view_token = tokens_from_env(args.token, args.view_token)
+    config = ServerConfig(host=host or "127.0.0.1",
+                          port=port_number, fps=args.fps, max_streams=args.max_streams,
+                          max_viewers=args.max_viewers, virtual_camera=args.virtual_camera, rate=args.rate,
+                          burst=max(1, int(2 * args.rate)), idle_timeout=args.idle_timeout,
+                          allowed_hosts=tuple(args.allow_host), token=token, view_token=view_token,
+                          webrtc=args.webrtc, max_peers=args.max_peers, osc=osc, osc_allow=tuple(args.osc_allow),
+                          admission=not args.overcommit).validate()
     options = engine_options(args)
     G = load_model(args.ckpt, "cpu")
     directions = directions_for(G, args) if args.directions else None
@@ -118,8 +131,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           coefficient=args.coeff, truncation_psi=args.trunc, temperature=args.temperature,
                           seconds=args.seconds, **options)
     info = server.hub.engine.info
+    extras = [name for name, on in (("WebRTC", config.webrtc), (f"OSC on udp {osc[0]}:{osc[1]}" if osc else "", osc),
+                                    ("tokens required", config.guarded)) if on]
     print(f"serving http://{config.host}:{config.port}/ ({info.backend} {info.precision} on {info.device}, "
-          f"{config.fps:g} fps, up to {config.max_streams} streams and {config.max_viewers} viewers)",
-          file=sys.stderr, flush=True)
+          f"{config.fps:g} fps, up to {config.max_streams} streams and {config.max_viewers} viewers"
+          f"{''.join('; ' + e for e in extras)})", file=sys.stderr, flush=True)
     run(server)
     return 0

@@ -124,7 +124,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     from ..atomic import atomic_path
     from ..checkpoints import save_generator
-    from ..pipeline.distill import DistillConfig, Distiller, load_classifier, load_teacher
+    from ..pipeline.distill import DistillConfig, Distiller, load_classifier, load_teacher, student_config
     from ..runtime.jobs import compare_to_teacher
 
     if args.threads:
@@ -132,10 +132,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if args.eval_n < 1:
         raise ConfigError(f"--eval-n must be a positive number of held-out z, got {args.eval_n}")
     cfg = DistillConfig(kimg=args.kimg, batch=args.batch, lr=args.lr, objective=args.objective,
-                        fer_weight=args.fer_weight, adv_weight=args.adv_weight, seed=args.seed).validate()
+                        fer_weight=args.fer_weight, adv_weight=args.adv_weight,
+                        perceptual_weight=args.perceptual_weight, seed=args.seed).validate()
+    architecture = student_config(args.width) if args.width is not None else None
     teacher, classifier = load_teacher(args.teacher), load_classifier(args.classifier)
     run = Distiller(args.out, cfg, teacher=teacher, classifier=classifier, init=args.init, device=args.device,
-                    amp=args.amp)
+                    amp=args.amp, student_config=architecture)
     total = run.cfg.total_steps
     print(f"distill: {run.step}/{total} steps of {run.cfg.batch} done in {args.out}; on {run.device}, amp "
           f"{'bf16' if run.amp_dtype is not None else 'none'}", file=sys.stderr)
@@ -151,10 +153,11 @@ def cmd_distill(args: argparse.Namespace) -> int:
     save_generator(G, out / "generator.safetensors")
     report = {**compare_to_teacher(G, teacher, classifier, n=args.eval_n, batch=min(50, args.eval_n)),
               "finished": finished, "step": step, "kimg": run.kimg_done, "target_kimg": run.cfg.kimg,
-              "batch": run.cfg.batch, "objective": run.cfg.objective, "this_call": run.last_run}
+              "batch": run.cfg.batch, "objective": run.cfg.objective, "this_call": run.last_run,
+              "student_config": run.G.config.to_dict()}
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     print(f"wrote {out / 'generator.safetensors'}: held-out PSNR {report['psnr_mean']:.2f} dB (median "
-          f"{report['psnr_median']:.2f}), FER argmax agreement {report['fer_agreement']:.1%} on {report['n']} z"
+          f"{report['psnr_median']:.2f}), FER argmax agreement {report['fer_agreement']:.1%}, sharpness {report['sharpness_ratio']:.2f} of the teacher's on {report['n']} z"
           f"{'' if finished else ' (a snapshot: training is not finished)'}")
     return 0

@@ -77,11 +77,19 @@ class EmotionCNN(nn.Module):
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         """``faces [N, 1, 64, 64]`` in [-1, 1] -> logits ``[N, 7]``."""
+        return self.features(faces)[-1]
+
+    def features(self, faces: torch.Tensor) -> list[torch.Tensor]:
+        """The activations a perceptual loss compares: after the stem (8 channels at 60x60), after each residual
+        block (16..128 channels, 30x30 down to 4x4), and the logits ``[N, 7]`` last."""
         x = F.relu(self.bn1(self.conv1(faces)))
         x = F.relu(self.bn2(self.conv2(x)))
+        out = [x]
         for block in self.blocks:
             x = block(x)
-        return self.head(x).mean(dim=(2, 3))
+            out.append(x)
+        out.append(self.head(x).mean(dim=(2, 3)))
+        return out
 
     def probabilities(self, faces: torch.Tensor) -> torch.Tensor:
         return self.forward(faces).softmax(dim=1)

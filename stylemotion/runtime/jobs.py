@@ -254,23 +254,37 @@ def direction_effect(G, directions, classifier, emotion: str, *, seeds: Sequence
 
 
 @torch.no_grad()
+def laplacian_energy(images: torch.Tensor) -> torch.Tensor:
+    """``[N, 3, H, W]`` in [-1, 1] -> ``[N]``: the mean squared response of the 3x3 Laplacian on the grey image
+    (ITU-R 601 luma), over the valid positions. High-frequency detail; a blurred image has less."""
+    gray = (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]).unsqueeze(1).float()
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+    return torch.nn.functional.conv2d(gray, kernel).square().mean(dim=(1, 2, 3))
+
+
 def compare_to_teacher(G, teacher, classifier, *, n: int = 200,
                        batch: int = 50) -> dict[str, Any]:
-    """Student against teacher on ``n`` held-out z: PSNR per image (peak-to-peak 2, images in [-1, 1]) and the
-    FER classifier's agreement on the argmax emotion."""
+    """Student against teacher on ``n`` held-out z: PSNR per image (peak-to-peak 2, images in [-1, 1]), the
+    FER classifier's agreement on the argmax emotion, and sharpness: the energy of a 3x3 Laplacian of the grey image
+    (the mean squared response), student over teacher per image (``sharpness_ratio`` is the median; 1 is as sharp as
+    the teacher, below 1 blurrier). A student can be close in L1 and still blurred: PSNR does not show it, this
+    does."""
     from ..engines.factory import open_engine
     from ..models.emotion_cnn import EMOTIONS
     from ..pipeline.distill import fer_input, held_out_z
 
     engine = open_engine(G, backend="torch", device="cpu", max_batch=batch)
     z = held_out_z(n, teacher.z_dim)
-    psnr, agree, t_labels, s_labels = [], [], [], []
+    psnr, agree, t_labels, s_labels, sharp, t_energy = [], [], [], [], [], []
     for i in range(0, n, batch):
         zb = z[i:i + batch]
         t = teacher(zb).clamp(-1, 1)
         s = torch.as_tensor(engine.run(G.mapping(zb))).clamp(-1, 1)
         mse = (t - s).square().mean(dim=(1, 2, 3))
         psnr.append(10 * torch.log10(4.0 / mse))
+        st, ss = laplacian_energy(t), laplacian_energy(s)
+        sharp.append(ss / st.clamp_min(1e-12))
+        t_energy.append(st)
         tl = classifier(fer_input(t)).argmax(1)
         sl = classifier(fer_input(s)).argmax(1)
         agree.append(tl == sl)
@@ -280,6 +294,8 @@ def compare_to_teacher(G, teacher, classifier, *, n: int = 200,
     tl, sl = torch.cat(t_labels), torch.cat(s_labels)
     return {"n": n, "psnr_mean": float(psnr_t.mean()), "psnr_median": float(psnr_t.median()),
             "psnr_p10": float(psnr_t.quantile(0.1)), "fer_agreement": float(agree_t.float().mean()),
+            "sharpness_ratio": float(torch.cat(sharp).median()),
+            "teacher_laplacian_energy": float(torch.cat(t_energy).mean()),
             "teacher_emotions": {e: int((tl == i).sum()) for i, e in enumerate(EMOTIONS)},
             "student_emotions": {e: int((sl == i).sum()) for i, e in enumerate(EMOTIONS)}}
 

@@ -305,3 +305,62 @@ def test_cuda_run_keeps_everything_on_the_device_and_leaves_the_callers_modules(
     assert again.step == 2 and torch.equal(again.rng.get_state(), run.rng.get_state())
     G = again.finished_student()
     assert next(G.parameters()).device.type == "cpu"
+
+
+def test_perceptual_objective_matches_features_without_a_discriminator(tmp_path, teacher, classifier):
+    from stylemotion.pipeline.distill import feature_distance
+
+    cfg = DistillConfig(kimg=0.032, batch=8, objective="perceptual", perceptual_weight=0.05, checkpoint_every=2)
+    run = Distiller(tmp_path / "p", cfg, teacher=teacher, classifier=classifier, student_config=TINY_STUDENT,
+                    device="cpu")
+    assert run.D is None, "only adv and both train a discriminator"
+    losses = run.train_step()
+    assert set(losses) == {"l1", "l1_low", "fer_kl", "percep"} and losses["percep"] > 0
+    # the distance is zero for identical activations, grows with the difference, and ignores each position's scale
+    faces = fer_input(teacher(held_out_z(4)))
+    feats = classifier.features(faces)
+    assert feats[-1].shape == (4, 7) and torch.allclose(feats[-1], classifier(faces))
+    same = feature_distance(feats[:-1], feats[:-1])
+    assert same.shape == (4,) and float(same.max()) < 1e-6
+    scaled = feature_distance([f * 3 for f in feats[:-1]], feats[:-1])
+    assert float(scaled.max()) < 1e-5
+    noisy = classifier.features(faces + 0.3 * torch.randn_like(faces))
+    assert float(feature_distance(noisy[:-1], feats[:-1]).min()) > 0.01
+    with pytest.raises(ConfigError, match="perceptual.*classifier"):
+        Distiller(tmp_path / "q", replace(cfg, fer_weight=0.0), teacher=teacher, classifier=None,
+                  student_config=TINY_STUDENT, device="cpu")
+
+
+def test_width_scales_the_student_and_runs_keep_their_architecture(tmp_path, teacher, classifier):
+    from stylemotion.checkpoints import save_generator
+    from stylemotion.pipeline.distill import DIGIFACE_CONFIG, student_config
+
+    wide = student_config(1.5)
+    assert dict(wide.channels_per_res) == {4: 384, 8: 384, 16: 192, 32: 96, 64: 48}
+    assert student_config(1.0) == DIGIFACE_CONFIG
+    with pytest.raises(ConfigError, match="--width"):
+        student_config(0)
+    cfg = DistillConfig(kimg=0.016, batch=8, checkpoint_every=1, fer_weight=0.0)
+    half = student_config(0.25)
+    run = Distiller(tmp_path / "w", cfg, teacher=teacher, classifier=None, student_config=half, device="cpu")
+    run.run(progress=False)
+    # resumed without an architecture: the saved one
+    again = Distiller(tmp_path / "w", cfg, teacher=teacher, classifier=None, device="cpu")
+    assert again.G.config == half
+    # --init from a generator file takes that generator's architecture; another width is refused by name
+    save_generator(run.finished_student(), tmp_path / "g.safetensors")
+    init = Distiller(tmp_path / "i", cfg, teacher=teacher, classifier=None, init=tmp_path / "g.safetensors",
+                     device="cpu")
+    assert init.G.config.channels_per_res == half.channels_per_res
+    with pytest.raises(ConfigError, match="another architecture"):
+        Distiller(tmp_path / "j", cfg, teacher=teacher, classifier=None, init=tmp_path / "g.safetensors",
+                  student_config=student_config(0.5), device="cpu")
+
+
+def test_sharpness_tells_a_blurred_student_from_a_sharp_one(teacher, classifier):
+    from stylemotion.runtime.jobs import laplacian_energy
+
+    images = teacher(held_out_z(8)).clamp(-1, 1)
+    blurred = torch.nn.functional.avg_pool2d(images, 3, stride=1, padding=1, count_include_pad=False)
+    sharp, soft = laplacian_energy(images), laplacian_energy(blurred)
+    assert sharp.shape == (8,) and bool((soft < 0.5 * sharp).all())

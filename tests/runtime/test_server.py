@@ -2,8 +2,6 @@
 page in a real browser, and the HTTP surface's guards (the soak is bench/soak.py, tested in tests/bench)."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import http.client
 import json
 import shutil
@@ -19,55 +17,10 @@ pytest.importorskip("aiohttp")
 from stylemotion.runtime import stream  # noqa: E402
 from stylemotion.runtime.server import ServerConfig, build_server  # noqa: E402
 
+from .serving import request, running, stats  # noqa: E402
+
 
 FPS = 12.0
-
-
-@contextlib.contextmanager
-def running(server):
-    """The server's app on a free loopback port, in a thread with its own event loop."""
-    from aiohttp import web
-
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(server.app())
-    ready: list = []
-
-    def main():
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        ready.append(runner.addresses[0][1])
-        loop.run_forever()
-
-    thread = threading.Thread(target=main, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not ready:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield ready[0]
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-
-
-def request(port, method, path, body=None, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        if headers is None:
-            headers = {"Content-Type": "application/json"} if method == "POST" else {}
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
-    finally:
-        conn.close()
-
-
-def stats(port, path="/stats"):
-    return json.loads(request(port, "GET", path)[2])
 
 
 def make_server(G, dirs, **kw):

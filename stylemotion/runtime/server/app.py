@@ -36,13 +36,30 @@ class Server:
                                  max_late=self.config.max_late, idle_timeout=self.config.idle_timeout)
         self.guards = Guards(self.config)
         self.reaper: asyncio.Task | None = None
+        self.osc = None  # the OSC control socket (osc.OscControl) when config.osc is set
+        self.osc_address: tuple[str, int] | None = None  # where it listens, once started
+        if self.config.osc is not None:
+            from .osc import OscControl, parse_allow
+
+            self.osc = OscControl(self._apply_osc, allow=parse_allow(self.config.osc_allow), emotions=self.emotions,
+                                  has_lstm=self.has_lstm)
         self.align_photo = None  # image [H, W, 3] uint8 -> Aligned (set by build_server)
         self.embed_photo = None  # (crop, progress(step)) -> ws [1, num_ws, w_dim] (set by build_server)
 
     @property
     def counters(self) -> dict:
         """Requests, refusals by kind, internal errors and streams closed when idle."""
-        return {**self.guards.counters, "idle_closed": self.sessions.idle_closed}
+        return {**self.guards.counters, "idle_closed": self.sessions.idle_closed,
+                "refused_capacity": self.sessions.refused_capacity,
+                **(self.osc.counters if self.osc is not None else {})}
+
+    def _apply_osc(self, stream_id: str, changes: dict) -> int:
+        """An OSC message's checked changes applied to a stream, as ``POST /control`` applies them (KeyError: no
+        such stream, counted by the OSC side as refused)."""
+        session = self.sessions.get(stream_id)
+        if session is None:
+            raise KeyError(stream_id)
+        return session.stream.control(**changes)
 
     def _session(self, request) -> Session:
         web = require("aiohttp.web", extra="server")
@@ -110,9 +127,7 @@ class Server:
         session = self._session(request)
         body = await request.read()  # over client_max_size: aiohttp answers 413
         try:
-            changes = parse_control(body, emotions=self.emotions)
-            if changes.get("follow_lstm") and not self.has_lstm:
-                raise BadRequest("follow_lstm needs a server started with --lstm")
+            changes = parse_control(body, emotions=self.emotions, has_lstm=self.has_lstm)
             generation = session.stream.control(**changes)
         except (BadRequest, ConfigError) as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
@@ -129,7 +144,8 @@ class Server:
         web = require("aiohttp.web", extra="server")
         body = await request.read()
         try:
-            session = self.sessions.open(**parse_new_stream(body, has_lstm=self.has_lstm))
+            admit = self.config.headroom if self.config.admission else None
+            session = self.sessions.open(admit=admit, **parse_new_stream(body, has_lstm=self.has_lstm))
         except CapacityError as exc:
             raise web.HTTPServiceUnavailable(text=str(exc), headers={"Retry-After": "10"}) from None
         except (BadRequest, ConfigError) as exc:
@@ -207,8 +223,13 @@ class Server:
             self.hub.start()
             self.sessions.open(self.sessions.default_id, **self.default_options)
             self.reaper = asyncio.get_running_loop().create_task(self.sessions.reap_idle())
+            if self.osc is not None:
+                self.osc_address = await self.osc.start(*self.config.osc)
+                log.info("OSC control on udp %s:%d", *self.osc_address)
 
         async def cleanup(app) -> None:
+            if self.osc is not None:
+                self.osc.close()
             if self.reaper is not None:
                 self.reaper.cancel()
             self.sessions.cancel_all()

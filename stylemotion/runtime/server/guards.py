@@ -1,9 +1,17 @@
 """What stands between the network and the handlers: the Host check (DNS rebinding), body caps, a token-bucket rate
-limit per client address, the JSON-only rule for POST bodies, security headers, and the catch-all that answers an
-unexpected error with a number and never a traceback."""
+limit per client address, tokens (when set), the JSON-only rule for POST bodies, security headers, and the
+catch-all that answers an unexpected error with a number and never a traceback.
+
+Tokens: with a control token set (required beyond loopback), every route but the page itself needs one. Steering
+(``POST`` control, streams, photo; ``DELETE``) takes only the control token; watching (``GET`` MJPEG, frame, stats,
+and ``POST`` WebRTC offers) takes the control token or the view token. A token comes as ``Authorization: Bearer
+<token>``, or, on ``GET`` only, as ``?token=`` (an ``<img>`` or a video tool's URL cannot send headers). Each is
+compared in constant time (``hmac.compare_digest``). No token or a wrong one: 401 with ``WWW-Authenticate``; the
+view token on a steering route: 403."""
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 
@@ -52,6 +60,40 @@ def host_allowed(host: str | None, config: ServerConfig) -> bool:
     return name in LOOPBACK_HOSTS or name in {h.lower() for h in config.allowed_hosts}
 
 
+def _same(given: str | None, expected: str | None) -> bool:
+    if given is None or expected is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+def presented_token(request) -> str | None:
+    """The token a request carries: ``Authorization: Bearer <token>``, else ``?token=`` on a GET."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if request.method == "GET":
+        return request.query.get("token") or None
+    return None
+
+
+def watching(request) -> bool:
+    """Whether a route only watches (the view token is enough): GETs, and WebRTC offers (a viewer's)."""
+    return request.method in ("GET", "HEAD") or (request.method == "POST" and request.path.endswith("/webrtc"))
+
+
+def authorize(request, config: ServerConfig) -> str | None:
+    """None when ``request`` may go on; else why not: ``"unauthorized"`` (no token or a wrong one) or ``"forbidden"``
+    (the view token on a steering route)."""
+    if not config.guarded or (request.method == "GET" and request.path == "/"):
+        return None
+    token = presented_token(request)
+    is_control, is_view = _same(token, config.token), _same(token, config.view_token)
+    if is_control or (is_view and watching(request)):
+        return None
+    return "forbidden" if is_view else "unauthorized"
+
+
 class Guards:
     """The server's aiohttp middleware and response headers, counting each request and each refusal in
     ``counters``."""
@@ -59,7 +101,8 @@ class Guards:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.limiter = RateLimiter(config.rate, config.burst)
-        self.counters = {"requests": 0, "rate_limited": 0, "refused_host": 0, "refused_type": 0, "errors": 0}
+        self.counters = {"requests": 0, "rate_limited": 0, "refused_host": 0, "refused_type": 0, "unauthorized": 0,
+                         "forbidden": 0, "errors": 0}
 
     def middleware(self):
         web = require("aiohttp.web", extra="server")
@@ -75,6 +118,14 @@ class Guards:
                 self.counters["rate_limited"] += 1
                 raise web.HTTPTooManyRequests(text=f"more than {self.config.rate:g} requests a second",
                                               headers={"Retry-After": "1"})
+            refusal = authorize(request, self.config)
+            if refusal == "unauthorized":
+                self.counters["unauthorized"] += 1
+                raise web.HTTPUnauthorized(text="this server needs a token: Authorization: Bearer <token> (or "
+                                                "?token= on a GET)", headers={"WWW-Authenticate": 'Bearer realm="stylemotion"'})
+            if refusal == "forbidden":
+                self.counters["forbidden"] += 1
+                raise web.HTTPForbidden(text="the view token may watch, not steer: this route needs the control token")
             if request.method == "POST" and request.content_type != "application/json" \
                     and not (request.path.endswith("/photo") and request.content_type in PHOTO_TYPES):
                 self.counters["refused_type"] += 1

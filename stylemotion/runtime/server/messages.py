@@ -20,7 +20,7 @@ class BadRequest(StylemotionError):
 def _json(body: bytes, empty: str):
     try:
         return json.loads(body.decode("utf-8") or empty)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # also a number past int's digit limit, nesting past the stack
         raise BadRequest(f"the body is not JSON ({exc})") from exc
 
 
@@ -30,14 +30,26 @@ def _seed(value) -> int:
     return value
 
 
-def parse_control(body: bytes, *, emotions: list[str] | None) -> dict:
-    """A control request's JSON body -> the planner's control fields, every value checked; BadRequest names the
-    field and the value at fault."""
-    from ...models.emotion_cnn import EMOTIONS
-
+def parse_control(body: bytes, *, emotions: list[str] | None, has_lstm: bool = True) -> dict:
+    """A control request's JSON body -> the planner's control fields, every value checked (``check_control``);
+    BadRequest names the field and the value at fault."""
     data = _json(body, "null")
     if not isinstance(data, dict) or not data:
         raise BadRequest("the body must be a JSON object of control fields, e.g. {\"emotion\": \"sad\"}")
+    return check_control(data, emotions=emotions, has_lstm=has_lstm)
+
+
+def check_control(data: dict, *, emotions: list[str] | None, has_lstm: bool = True) -> dict:
+    """Control fields as data (from a JSON body, an OSC message, ...) -> the planner's control fields, every value
+    checked: the one validation every control surface shares. ``emotions``: the emotions this server has
+    directions for (None: any known emotion); ``has_lstm=False`` refuses ``follow_lstm: true``. BadRequest names
+    the field and the value at fault."""
+    from ...models.emotion_cnn import EMOTIONS
+
+    if not isinstance(data, dict) or not data:
+        raise BadRequest(f"control changes must be a non-empty mapping of control fields, got {data!r:.80}")
+    if not all(isinstance(name, str) for name in data):
+        raise BadRequest(f"control field names must be text, got {sorted(map(repr, data))}")
     known = set(NUMBERS) | set(FLAGS) | {"emotion", "seed"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -53,8 +65,9 @@ def parse_control(body: bytes, *, emotions: list[str] | None) -> dict:
     for name, (lo, hi) in NUMBERS.items():
         if name in data:
             value = data[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not lo <= value <= hi:
+            # The range first: an integer too large for a float is out of range, not an OverflowError.
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi \
+                    or not math.isfinite(value):
                 raise BadRequest(f"{name} must be a finite number in [{lo:g}, {hi:g}], got {value!r}")
             out[name] = float(value)
     if "seed" in data:
@@ -64,6 +77,8 @@ def parse_control(body: bytes, *, emotions: list[str] | None) -> dict:
             if not isinstance(data[name], bool):
                 raise BadRequest(f"{name} must be true or false, got {data[name]!r}")
             out[name] = data[name]
+    if out.get("follow_lstm") and not has_lstm:
+        raise BadRequest("follow_lstm needs a server started with --lstm")
     return out
 
 

@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from ..hub import Hub, HubStream
+from ..hub import CapacityError, Hub, HubStream
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,9 @@ class Sessions:
         self.sessions: dict[str, Session] = {}
         self.viewers = 0  # MJPEG viewers of every session
         self.idle_closed = 0
+        self.refused_capacity = 0  # new sessions refused because the engine could not render them too
         self.camera = None
+        self.rtc = None  # the WebRTC output (webrtc.WebRTCOutput) when the server sends WebRTC, else None
 
     def get(self, stream_id: str) -> Session | None:
         """The open session of ``stream_id`` (its activity touched), or None."""
@@ -60,9 +62,16 @@ class Sessions:
             session.touch()
         return session
 
-    def open(self, stream_id: str | None = None, **options) -> Session:
+    def open(self, stream_id: str | None = None, *, admit: float | None = None, **options) -> Session:
         """A new stream on the hub with a planner made from ``options``, and its publisher started. Raises the
-        hub's CapacityError at the cap and ConfigError for options the planner refuses."""
+        hub's CapacityError at the cap of streams, and, with ``admit`` (a headroom in (0, 1]), when the engine's
+        measured capacity cannot render this stream on top of the others; ConfigError for options the planner
+        refuses."""
+        if admit is not None and not self.hub.admits(self.fps, admit):
+            self.refused_capacity += 1
+            raise CapacityError(f"the engine renders about {self.hub.capacity_fps:.0f} frames/s and the open streams "
+                                f"ask for {self.hub.demand_fps:.0f}: one more at {self.fps:g} fps would slow every "
+                                "stream; retry when one has closed")
         stream = self.hub.open(self.new_planner(**options), self.fps, stream_id=stream_id)
         session = Session(stream, asyncio.Condition(), time.monotonic())
         self.sessions[stream.id] = session
@@ -75,6 +84,8 @@ class Sessions:
             return  # closed already (a DELETE and the idle reaper may meet)
         self.hub.close(stream_id)
         session.publisher.cancel()
+        if self.rtc is not None:
+            await self.rtc.close_stream(stream_id)
         session.jpeg = None
         async with session.changed:
             session.changed.notify_all()  # viewers of an ended stream leave
@@ -102,8 +113,12 @@ class Sessions:
             if frame is None:
                 await asyncio.sleep(stream.wait_hint())
                 continue
+            rtc_viewers = self.rtc.viewers(stream.id) if self.rtc is not None else 0
+            stream.viewers = session.viewers + rtc_viewers  # the hub's fair share weighs watched streams more
             if self.camera is not None and stream.id == self.default_id:
                 await loop.run_in_executor(None, self.camera.send, frame.image)
+            if rtc_viewers:  # one encoder per stream, shared by its WebRTC viewers
+                await self.rtc.publish(stream.id, frame.image, frame.index)
             jpeg = await loop.run_in_executor(None, self._encode, frame.image)
             if self.sessions.get(stream.id) is not session:
                 return  # closed while encoding
