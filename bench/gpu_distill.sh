@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One ~10-minute distillation run of the digiface-64 student on a lent GPU, in one call of the device tool (issue 29):
-#   continues the bundled model (`stylemotion distill --init digiface-64`), or what an earlier call returned, for a
+#   trains a width-1.5 student from scratch (STYLEMOTION_GPU_DISTILL_WIDTH=1: continues the bundled model), or
+#   continues what an earlier call returned, for a
 #   time budget on the GPU (bf16 autocast, channels-last, batch 256); then measures the new model against the
 #   teacher (held-out PSNR, FER agreement) and, where it can, makes its directions, LSTM and demo sheet with
 #   bench/digiface.py's pieces. Writes at most 8 files of at most 16 MiB each into $OUT (or the results folder):
@@ -38,7 +39,11 @@
 # STYLEMOTION_GPU_DISTILL_DEVICE (cuda, cuda:N or cpu; default cuda); STYLEMOTION_GPU_DISTILL_BUDGET (seconds for all
 # steps; default 560 on a GPU, 50 in a dry run); STYLEMOTION_GPU_DISTILL_TRAIN_SECONDS (of which training; default
 # the budget less 200 s on a GPU, half of a budget under 400 s, 5 s in a dry run); STYLEMOTION_GPU_DISTILL_KIMG
-# (the schedule's length in thousands of samples; default 3000); STYLEMOTION_GPU_DISTILL_ARGS (more `stylemotion
+# (the schedule's length in thousands of samples; default 3000); STYLEMOTION_GPU_DISTILL_WIDTH (the student's
+# channel multiplier for a first call: 1 continues digiface-64, anything else trains that width from scratch;
+# default 1.5 on a GPU, chosen by measurement: bench/run.py renders a width-1.5 student at 60 images/s through the
+# shipped CPU engine on 2 cores, width 2 at 43, against the 30 fps bar; 1 in a dry run; a later call takes the
+# architecture of what it continues); STYLEMOTION_GPU_DISTILL_ARGS (more `stylemotion
 # distill` arguments, e.g. "--lr 3e-3 --objective both"); STYLEMOTION_GPU_DISTILL_RESULTS (where the files go when
 # $OUT is not set; default a temporary folder). Exits 1 when a step failed (the files made so far are still
 # written), 2 on a bad setting.
@@ -88,6 +93,7 @@ case "$DEVICE" in
     BUDGET=${STYLEMOTION_GPU_DISTILL_BUDGET:-560}
     RESERVE=200  # seconds of the budget kept for starting, measuring and the bundle
     DISTILL_ARGS=(--eval-n 200)
+    WIDTH_DEFAULT=1.5  # measured (bench/results/AMD_EPYC_x2_threads-2026-12-04-widths.md): 60 images/s on 2 cores
     BUNDLE_ARGS=(--samples 4000 --identities 100 --eval-n 200 --threads "$(nproc 2>/dev/null || echo 8)")
     ;;
   cpu)
@@ -95,6 +101,7 @@ case "$DEVICE" in
     RESERVE=
     export OMP_NUM_THREADS=1  # a dry run's figures mean nothing; a busy 2-core machine makes a thread pool crawl
     DISTILL_ARGS=(--batch 4 --eval-n 8 --threads 1)
+    WIDTH_DEFAULT=1  # continue the bundled model: its directions ship even after a few steps
     # tiny counts, and thresholds that let a few faces ship directions: the mechanics, not the quality
     BUNDLE_ARGS=(--samples 48 --identities 4 --eval-n 8 --min-labelled 6 --min-bacc 0 --min-rise 0
                  --lstm-sequences 8 --lstm-epochs 1 --threads 1 --backend torch)
@@ -113,12 +120,17 @@ case "$TRAIN" in
   ''|*[!0-9]*) echo "STYLEMOTION_GPU_DISTILL_TRAIN_SECONDS must be whole seconds, got '$TRAIN'" >&2; exit 2;;
 esac
 KIMG=${STYLEMOTION_GPU_DISTILL_KIMG:-3000}
+WIDTH=${STYLEMOTION_GPU_DISTILL_WIDTH:-$WIDTH_DEFAULT}
+case "$WIDTH" in
+  ''|*[!0-9.]*|*.*.*) echo "STYLEMOTION_GPU_DISTILL_WIDTH must be a channel multiplier like 1 or 1.5, got '$WIDTH'" >&2
+    exit 2;;
+esac
 if [ "$TRAIN" -lt 1 ] || [ "$TRAIN" -ge "$BUDGET" ]; then
   echo "STYLEMOTION_GPU_DISTILL_TRAIN_SECONDS ($TRAIN) must be at least 1 and below the budget ($BUDGET)" >&2; exit 2
 fi
 if [ -n "$FROM" ] && [ ! -f "$FROM/train-state.pt" ] && [ ! -f "$FROM/generator.safetensors" ]; then
   echo "$FROM: neither train-state.pt nor generator.safetensors to continue from (give the folder of what an" \
-    "earlier call wrote, or nothing to start from digiface-64)" >&2
+    "earlier call wrote, or nothing to start anew)" >&2
   exit 2
 fi
 
@@ -137,7 +149,7 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit (cut to the budg
   summary+=("$STEP_LINE")
 }
 
-echo "gpu_distill on $DEVICE with $PY: run folder $RUN/run, files to $DEST, from ${FROM:-digiface-64}" | tee -a "$LOG"
+echo "gpu_distill on $DEVICE with $PY: run folder $RUN/run, files to $DEST, from ${FROM:-a new run of width $WIDTH (1: digiface-64)}" | tee -a "$LOG"
 if [ "$DEVICE" != cpu ]; then
   device_step "$DEVICE"
   if [ "$status" -ne 0 ]; then
@@ -157,7 +169,9 @@ fi
 
 # Where to continue from: the exact state, else the generator (student and EMA), else the bundled model.
 CALL=1
-INIT=(--init digiface-64)
+if [ "$WIDTH" = 1 ] || [ "$WIDTH" = 1.0 ]; then INIT=(--init digiface-64)  # continue the bundled student
+else INIT=(--width "$WIDTH")  # a student of another width starts from scratch (a GPU call trains ~10x the CPU's)
+fi
 if [ -n "$FROM" ]; then
   CALL=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1])).get('call', 0) + 1)" "$FROM/report.json" \
     2>/dev/null || echo 2)
@@ -178,24 +192,25 @@ fi
 
 # report.json and the files, each at most 16 MiB, at most 8 in all
 printf '%s\n' "${summary[@]}" > "$RUN/summary.txt"
-"$PY" - "$RUN" "$DEST" "${FROM:-}" "$DEVICE" "$((SECONDS - START))" "$CALL" <<'EOF'
+"$PY" - "$RUN" "$DEST" "${FROM:-}" "$DEVICE" "$((SECONDS - START))" "$CALL" "${INIT[*]}" <<'EOF'
 import json, shutil, sys
 from pathlib import Path
 
 run, dest, source, device, wall, call = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4], \
     float(sys.argv[5]), int(sys.argv[6])
+start = "digiface-64" if "digiface-64" in sys.argv[7] else "scratch"  # a first call: the bundled model or anew
 LIMIT = 16 * 2**20
 train = run / "run"
 distill = json.loads((train / "report.json").read_text()) if (train / "report.json").is_file() else {}
 previous = {}
 if source and (Path(source) / "report.json").is_file():
     previous = json.loads((Path(source) / "report.json").read_text())
-resumed = "digiface-64" if not source else "train-state" if (Path(source) / "train-state.pt").is_file() else "generator"
+resumed = start if not source else "train-state" if (Path(source) / "train-state.pt").is_file() else "generator"
 # kimg in all: a resumed state counts its own run's kimg; a generator start adds this run's to the earlier total
-base = 0.0 if resumed == "digiface-64" else previous.get("kimg_base", 0.0) if resumed == "train-state" else \
+base = 0.0 if resumed in ("digiface-64", "scratch") else previous.get("kimg_base", 0.0) if resumed == "train-state" else \
     previous.get("kimg_total", 0.0)
 this = distill.get("this_call", {})
-report = {"call": call, "device": device, "resumed_from": resumed, "from": source or "digiface-64",
+report = {"call": call, "device": device, "resumed_from": resumed, "from": source or start,
           "wall_s": wall, "kimg": this.get("kimg"), "kimg_per_s": this.get("kimg_per_s"),
           "train_s": this.get("seconds"), "kimg_run": distill.get("kimg"), "kimg_base": base,
           "kimg_total": base + distill.get("kimg", 0.0), "step": distill.get("step"),
@@ -222,6 +237,18 @@ for name, src in wanted.items():
         report["not_made"][name] = why
         continue
     size = src.stat().st_size
+    if name == "generator.safetensors" and size > LIMIT:  # a wider student: float16 storage comes back (as shipped)
+        from stylemotion.checkpoints import load_generator
+        from stylemotion.checkpoints.native import write_native
+        from stylemotion.checkpoints.official import state_dict_from_generator
+
+        G = load_generator(src)
+        write_native(dest / f".{name}.partial", {k: v.half() for k, v in state_dict_from_generator(G).items()},
+                     G.config)
+        (dest / f".{name}.partial").replace(dest / name)
+        report["files"][name] = (dest / name).stat().st_size
+        report["generator_storage"] = f"float16 (float32 is {size / 2**20:.1f} MiB, over 16 MiB)"
+        continue
     if size > LIMIT:
         note = (f"train-state.pt is {size / 2**20:.1f} MiB (student, EMA and two Adam moments"
                 f"{', discriminator' if 'adv' in str(report['objective']) or report['objective'] == 'both' else ''}"

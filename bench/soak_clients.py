@@ -95,7 +95,57 @@ def read_mjpeg(port: int, path: str, seconds: float, pause: float, stop: threadi
         conn.close()
 
 
-def clients(port: int, stop: threading.Event, tally: Tally, rng_seed: int) -> list[threading.Thread]:
+async def _webrtc_session(port: int, seconds: float, vanish: bool, stop: threading.Event) -> tuple[int, int]:
+    """One WebRTC viewer of the default stream for ``seconds``: an aiortc client on loopback offers, takes the
+    answer and decodes frames; it closes its connection at the end, or, with ``vanish``, just goes (the server must
+    notice by itself). Returns ``(HTTP status of the offer, frames decoded)``."""
+    import asyncio
+
+    import aiortc
+    from aiortc.mediastreams import MediaStreamError
+
+    from stylemotion.runtime.server.webrtc import offering_addresses
+
+    pc = aiortc.RTCPeerConnection(aiortc.RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    frames = [0]
+
+    async def consume(track):
+        try:
+            while True:
+                await track.recv()
+                frames[0] += 1
+        except MediaStreamError:
+            pass
+
+    tasks = []
+    pc.on("track", lambda track: tasks.append(asyncio.ensure_future(consume(track))))
+    try:
+        with offering_addresses(["127.0.0.1"]):  # the server offers loopback only; so does this client
+            await pc.setLocalDescription(await pc.createOffer())
+        body = json.dumps({"sdp": pc.localDescription.sdp, "type": "offer"}).encode()
+        status, text = await asyncio.get_running_loop().run_in_executor(None, request, port, "POST", "/webrtc", body)
+        if status != 200:
+            return status, 0
+        await pc.setRemoteDescription(aiortc.RTCSessionDescription(**json.loads(text)))
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not stop.is_set():
+            await asyncio.sleep(0.2)
+        return status, frames[0]
+    finally:
+        for task in tasks:
+            task.cancel()
+        if not vanish:
+            await pc.close()
+        else:  # gone without a word: only the sockets close (the process, or the network, went away)
+            for transceiver in pc.getTransceivers():
+                transport = transceiver.receiver.transport
+                if transport is not None:
+                    await transport.transport.stop()
+
+
+def clients(port: int, stop: threading.Event, tally: Tally, rng_seed: int, *,
+            webrtc: bool = False, vanishing_webrtc: bool = False) -> list[threading.Thread]:
     """The client mix against the server on ``port``, as threads not yet started; each runs until ``stop``."""
     def loop(name, body):
         def run():
@@ -187,6 +237,24 @@ def clients(port: int, stop: threading.Event, tally: Tally, rng_seed: int) -> li
                 tally.bad(f"GET / -> {status}")
         time.sleep(0.2)
 
+    def webrtc_viewer(rng):
+        import asyncio
+
+        vanish = vanishing_webrtc and rng.random() < 0.2
+        status, frames = asyncio.run(_webrtc_session(port, rng.uniform(3, 12), vanish, stop))
+        if status == 503:  # at --max-peers: expected now and then
+            tally.add("webrtc_refused_at_cap")
+        elif status != 200:
+            tally.bad(f"POST /webrtc -> {status}")
+        else:
+            tally.add("webrtc_viewers_vanished" if vanish else "webrtc_viewers_closed")
+            tally.add("webrtc_frames", frames)
+            if frames == 0 and not stop.is_set():
+                tally.bad("a WebRTC viewer decoded no frame")
+        time.sleep(rng.uniform(0.2, 2.0))
+
     kinds = [("fast-1", fast_viewer), ("fast-2", fast_viewer), ("slow-1", slow_viewer), ("slow-2", slow_viewer),
              ("vanish", vanishing_viewer), ("sessions", sessions), ("controls", controls), ("poll", pollers)]
+    if webrtc:  # viewers that come and go over WebRTC (one shared encoder per stream on the server)
+        kinds += [("webrtc-1", webrtc_viewer), ("webrtc-2", webrtc_viewer)]
     return [loop(name, body) for name, body in kinds]

@@ -44,6 +44,12 @@ def judge(args, samples: list[dict], tally: Tally, final: dict, server_log: str,
         failures.append(f"{tally.counts['unexpected']} unexpected answers, e.g. {tally.unexpected[:3]}")
     if final["server"]["errors"] or tracebacks:
         failures.append(f"server errors: {final['server']['errors']}, tracebacks in its log: {tracebacks}")
+    rtc = final.get("webrtc") or {}
+    if rtc.get("peers") or rtc.get("encoders"):
+        failures.append(f"WebRTC left open after the clients stopped: {rtc.get('peers')} peer connections, "
+                        f"{rtc.get('encoders')} encoders")
+    if rtc.get("encoder_errors"):
+        failures.append(f"{rtc['encoder_errors']} WebRTC encoder errors")
     if final["hub"]["error"]:
         failures.append(f"hub error: {final['hub']['error']}")
     if exit_code not in (0, -15):
@@ -62,6 +68,9 @@ def judge(args, samples: list[dict], tally: Tally, final: dict, server_log: str,
         "default_stream": {"frames": final["frames"], "dropped": final["dropped"], "fps": final["fps"],
                            "target_fps": final["target_fps"]},
         "requests_served": final["server"]["requests"], "server_counters": final["server"],
+        "webrtc": {k: rtc.get(k) for k in ("peers", "encoders", "offers", "answered", "refused_offers",
+                                           "frames_encoded", "keyframes", "viewer_resets", "encoder_errors")}
+        if rtc else None,
         "server_errors": final["server"]["errors"], "server_tracebacks": tracebacks,
         "clients": dict(sorted(tally.counts.items())), "unexpected": tally.unexpected,
         "samples": samples,
@@ -93,6 +102,9 @@ def write(result: dict, out: Path) -> Path:
              f"| rate-limited / refused Host / refused type | {r['server_counters']['rate_limited']} / "
              f"{r['server_counters']['refused_host']} / {r['server_counters']['refused_type']} |",
              f"| streams closed when idle | {r['server_counters']['idle_closed']} |",
+             *([f"| WebRTC: offers answered / frames encoded / peers and encoders left at the end | "
+                f"{r['webrtc']['answered']} / {r['webrtc']['frames_encoded']} / {r['webrtc']['peers']} and "
+                f"{r['webrtc']['encoders']} |"] if r.get("webrtc") else []),
              f"| server errors / tracebacks | {r['server_errors']} / {r['server_tracebacks']} |",
              f"| unexpected answers | {r['clients'].get('unexpected', 0)} |", "",
              "Clients: " + ", ".join(f"{k} {v}" for k, v in r["clients"].items()), ""]

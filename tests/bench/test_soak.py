@@ -36,6 +36,10 @@ def test_a_short_soak_passes_and_reports_every_figure(tmp_path):
     assert counters["refused_type"] + counters["refused_host"] > 0  # the invalid mix reached the guards
     assert result["requests_served"] > 100 and result["default_stream"]["frames"] > 100
     assert {"rss_kib", "fds", "threads", "queue", "dropped"} <= result["samples"][-1].keys()
+    if importlib.util.find_spec("aiortc") is not None:  # WebRTC viewers came and went, and nothing was left open
+        assert clients.get("webrtc_viewers_closed", 0) > 0 and clients.get("webrtc_frames", 0) > 0, clients
+        assert result["webrtc"]["answered"] > 0 and result["webrtc"]["frames_encoded"] > 0
+        assert result["webrtc"]["peers"] == 0 and result["webrtc"]["encoders"] == 0
     assert (tmp_path / next(tmp_path.glob("soak-*.json")).name.replace(".json", ".png")).exists()
     assert "RSS growth after warm-up" in next(tmp_path.glob("soak-*.md")).read_text()
 
@@ -54,6 +58,13 @@ def _args(soak, **kw):
 
 FINAL = {"server": {"errors": 0, "requests": 10}, "hub": {"error": None}, "frames": 1, "dropped": 0, "fps": 12.0,
          "target_fps": 12.0}
+
+
+def test_the_verdict_fails_on_webrtc_left_open():
+    soak = _soak_module()
+    final = {**FINAL, "webrtc": {"peers": 1, "encoders": 1, "encoder_errors": 0}}
+    result = soak.judge(_args(soak), _samples([1000] * 40), soak.Tally(), final, "", 0)
+    assert not result["passed"] and any("WebRTC left open" in f for f in result["failures"])
 
 
 def test_the_verdict_fails_on_growth_and_unexpected_answers():

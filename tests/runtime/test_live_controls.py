@@ -41,3 +41,43 @@ def test_osc_steers_the_stream_that_stats_reports_within_half_a_second(G, dirs):
         counters = stats(port)["server"]
         assert counters["osc_applied"] == 2 and counters["osc_received"] == 5
         assert request(port, "GET", "/stats")[0] == 200  # the server is unharmed
+
+
+def test_the_page_plays_webrtc_in_a_real_browser_and_osc_steers_it(G, dirs):
+    """Headless Chromium opens the page over loopback, negotiates WebRTC with the server and counts the video's
+    frames (requestVideoFrameCallback): at least 30 in 3 s, at the stream's size; the encoder is the stream's one;
+    then OSC changes the emotion the page's stream shows; closing the browser leaves no peer connection."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    pytest.importorskip("aiortc")
+    udp = pytest.importorskip("pythonosc.udp_client")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from .test_webrtc import COUNT_VIDEO_FRAMES_JS, chromium_webrtc_options
+
+    options, driver_bin = chromium_webrtc_options(webdriver)
+    config = ServerConfig(port=0, fps=20.0, webrtc=True, osc=("127.0.0.1", 0)).validate()
+    server = build_server(G, directions=dirs, config=config, backend="torch")
+    with running(server) as port:
+        browser = webdriver.Chrome(service=Service(driver_bin), options=options)
+        try:
+            browser.set_script_timeout(30)
+            browser.get(f"http://127.0.0.1:{port}/")
+            WebDriverWait(browser, 30).until(
+                lambda b: b.find_element("id", "transport").text == "webrtc")
+            counted = browser.execute_async_script(COUNT_VIDEO_FRAMES_JS)
+            assert counted["frames"] >= 30, counted
+            assert (counted["width"], counted["height"]) == (G.img_resolution, G.img_resolution)
+            rtc = stats(port)["webrtc"]
+            assert rtc["encoders"] == 1 and rtc["peers"] == 1 and rtc["frames_encoded"] >= 30
+            assert stats(port)["viewers"] == 0, "the page left MJPEG once WebRTC played"
+            client = udp.SimpleUDPClient(*server.osc_address)
+            client.send_message("/stylemotion/default/emotion", "surprise")
+            WebDriverWait(browser, 5).until(lambda b: "surprise" in b.find_element("id", "stats").text)
+            browser.get("about:blank")  # the page unloads: its peer connection closes
+        finally:
+            browser.quit()
+        deadline = time.monotonic() + 10  # the page closed its connection on leaving: freed at once, not in 30 s
+        while stats(port)["webrtc"]["peers"] or stats(port)["webrtc"]["encoders"]:
+            assert time.monotonic() < deadline, stats(port)["webrtc"]
+            time.sleep(0.1)

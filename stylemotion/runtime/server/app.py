@@ -138,7 +138,33 @@ class Server:
         session = self._session(request)
         return web.json_response(_finite({**session.stream.snapshot(), "viewers": self.sessions.viewers,
                                           "hub": self.hub.stats(), "server": self.counters,
+                                          "webrtc": self.sessions.rtc.stats() if self.sessions.rtc else None,
                                           "photo": session.photo}))
+
+    async def webrtc(self, request):
+        """``POST .../webrtc`` (JSON ``{"sdp": ..., "type": "offer"}``) -> the answer in the same shape: the stream's
+        frames as a VP8 video track from the stream's one shared encoder. 404 when the server runs without
+        ``--webrtc`` (the page then stays on MJPEG)."""
+        web = require("aiohttp.web", extra="server")
+        session = self._session(request)
+        rtc = self.sessions.rtc
+        if rtc is None:
+            raise web.HTTPNotFound(text="this server sends no WebRTC (start it with --webrtc); use stream.mjpg")
+        from .webrtc import WebRTCError
+
+        body = await request.read()
+        resolution = self.hub.engine.info.resolution
+        try:
+            answer = await rtc.answer(session.id, self.config.fps, (resolution, resolution), body)
+        except CapacityError as exc:
+            raise web.HTTPServiceUnavailable(text=str(exc), headers={"Retry-After": "5"}) from None
+        except (BadRequest, ConfigError) as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        except WebRTCError as exc:
+            log.error("WebRTC offer for stream %s failed on our side: %s", session.id, exc)
+            raise web.HTTPServiceUnavailable(text=str(exc), headers={"Retry-After": "5"}) from None
+        session.touch()
+        return web.json_response(answer)
 
     async def create(self, request):
         web = require("aiohttp.web", extra="server")
@@ -215,12 +241,18 @@ class Server:
         app.router.add_post("/streams", self.create)
         for prefix in ("", "/streams/{id}"):
             app.router.add_post(prefix + "/photo", self.photo)
+            app.router.add_post(prefix + "/webrtc", self.webrtc)
         app.router.add_delete("/streams/{id}", self.delete)
 
         async def startup(app) -> None:
             if self.config.virtual_camera:
                 self.sessions.camera = open_virtual_camera(self.hub.engine.info.resolution, self.config.fps)
             self.hub.start()
+            if self.config.webrtc:
+                from .webrtc import WebRTCOutput
+
+                self.sessions.rtc = WebRTCOutput(host=self.config.host, loopback=self.config.loopback,
+                                                 max_peers=self.config.max_peers)
             self.sessions.open(self.sessions.default_id, **self.default_options)
             self.reaper = asyncio.get_running_loop().create_task(self.sessions.reap_idle())
             if self.osc is not None:
@@ -233,6 +265,8 @@ class Server:
             if self.reaper is not None:
                 self.reaper.cancel()
             self.sessions.cancel_all()
+            if self.sessions.rtc is not None:  # every peer connection and encoder, before the hub stops
+                await self.sessions.rtc.close()
             self.hub.stop()
             if self.sessions.camera is not None:
                 self.sessions.camera.close()

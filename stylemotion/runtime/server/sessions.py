@@ -9,6 +9,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from ...errors import StylemotionError
 from ..hub import CapacityError, Hub, HubStream
 
 log = logging.getLogger(__name__)
@@ -117,9 +118,13 @@ class Sessions:
             stream.viewers = session.viewers + rtc_viewers  # the hub's fair share weighs watched streams more
             if self.camera is not None and stream.id == self.default_id:
                 await loop.run_in_executor(None, self.camera.send, frame.image)
-            if rtc_viewers:  # one encoder per stream, shared by its WebRTC viewers
-                await self.rtc.publish(stream.id, frame.image, frame.index)
-            jpeg = await loop.run_in_executor(None, self._encode, frame.image)
+            encode = loop.run_in_executor(None, self._encode, frame.image)
+            if rtc_viewers:  # one VP8 encoder per stream, shared by its WebRTC viewers, beside the JPEG
+                try:
+                    await self.rtc.publish(stream.id, frame.image, frame.index)
+                except StylemotionError as exc:  # that stream's WebRTC viewers are closed; MJPEG goes on
+                    log.error("WebRTC for stream %s: %s", stream.id, exc)
+            jpeg = await encode
             if self.sessions.get(stream.id) is not session:
                 return  # closed while encoding
             session.jpeg = (frame.index, jpeg)
@@ -133,7 +138,8 @@ class Sessions:
             await asyncio.sleep(period)
             now = time.monotonic()
             for session in [s for s in list(self.sessions.values()) if s.id != self.default_id]:
-                if self.sessions.get(session.id) is session and session.viewers == 0 \
+                rtc_viewers = self.rtc.viewers(session.id) if self.rtc is not None else 0
+                if self.sessions.get(session.id) is session and session.viewers == 0 and rtc_viewers == 0 \
                         and now - session.activity > self.idle_timeout:
                     log.info("closing stream %s: idle for %.0f s", session.id, now - session.activity)
                     self.idle_closed += 1
