@@ -7,8 +7,9 @@ read the way the server's publisher reads it.
 
 The overload policy is the hub's (weighted fair shares, see ``stylemotion/runtime/hub.py``): past the knee every
 stream's fps falls together, watched streams (``--watched``: the fraction given one viewer) up to twice the others.
-Each row also says whether a server would have admitted that many streams (its measured capacity with the default
-headroom: beyond it ``POST /streams`` answers 503 + Retry-After). The chart (``.png``, matplotlib) is the knee:
+Each row also says whether a server would have admitted that many streams (its measured capacity, the lower of the
+start's figure and what full batches showed during the row, with the default headroom: beyond it ``POST /streams``
+answers 503 + Retry-After). The chart (``.png``, matplotlib) is the knee:
 frames per second per stream against the number of streams, with the capacity's share and the admission limit.
 
 A row is sustained when every stream delivers at least 95 % of the target fps, at most 1 % of frames are dropped,
@@ -74,6 +75,9 @@ def run_row(engine, G, directions, *, streams: int, fps: float, seconds: float, 
     reader.join()
     snaps = [s.snapshot() for s in opened]
     hub_stats = hub.stats()
+    # what the server would know by now: the start's measurement, lowered by full batches back to back (planning
+    # and copies included) once the streams saturated the engine
+    capacity = min(capacity, hub.capacity_fps)
     hub.stop()
     fps_each = [s["fps"] if s["fps"] == s["fps"] else 0.0 for s in snaps]  # no frame delivered: 0 fps
     latencies = np.concatenate([np.asarray(s.stats.latency) for s in opened]) * 1e3

@@ -376,10 +376,11 @@ class Hub:
         seconds = finished - started
         self._render_estimate = 0.7 * self._render_estimate + 0.3 * seconds
         full = len(picked) == self.max_batch
-        if full and math.isfinite(self.capacity_fps):  # full batches track the capacity: on CUDA a batch waits
-            # behind the one before it, so back to back the interval between their ends is the render time
+        if full and math.isfinite(self.capacity_fps):  # full batches track the capacity: back to back, the
+            # interval between their ends is what the loop sustains (planning, copies and, on CUDA, the batch it
+            # waited behind, included); a lone full batch counts its own time
             interval = finished - self._last_full if self._last_full is not None else seconds
-            self.capacity_fps = 0.9 * self.capacity_fps + 0.1 * len(picked) / max(min(seconds, interval), 1e-9)
+            self.capacity_fps = 0.9 * self.capacity_fps + 0.1 * len(picked) / max(interval, 1e-9)
         elif math.isfinite(self.capacity_fps):  # a smaller batch is a lower bound (it fills the engine less)
             self.capacity_fps = max(self.capacity_fps, len(picked) / max(seconds, 1e-9))
         self._last_full = finished if full else None
