@@ -230,6 +230,33 @@ def demo(ship: Path, shipped, seed: int, work: Path, sheet: Path, *, backend: st
     return {"seed": seed, "script": script, "frames": len(frames), "sampled": len(picked), "faces_found": found}
 
 
+def photo_round_trip(G, *, steps: int = 300, seed: int = 0) -> dict:
+    """scikit-image's astronaut through ``animate``'s first half: aligned (MTCNN, the FFHQ crop) at the model's size,
+    embedded in W by the projector (``steps``, its default perceptual loss), rendered. Returns the perceptual distance
+    between the crop and its reconstruction on one fixed meter (the LPIPS-form distance on the seeded VGG16 the
+    projector uses when given no weights: the same meter for every model), the pixel PSNR, and the images. Raises
+    MissingDependencyError without scikit-image or MTCNN's weights."""
+    from stylemotion._optional import require
+    from stylemotion.checkpoints.vgg16 import load_vgg16
+    from stylemotion.models.vgg16 import PerceptualDistance
+    from stylemotion.pipeline.align import align
+    from stylemotion.pipeline.embed import Projector, ProjectorConfig
+    from stylemotion.runtime.jobs import render_images
+
+    data = require("skimage.data", extra="dev")
+    aligned = align(data.astronaut(), G.img_resolution, where="skimage astronaut")
+    target = torch.from_numpy(np.array(aligned.crop)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    projection = Projector(G, None, ProjectorConfig(space="w", steps=steps, seed=seed).validate()).project(target)
+    recon = render_images(G, projection.ws.detach().cpu(), progress=False, backend="torch")[0]
+    vgg, lpips_weights = load_vgg16(None)
+    meter = PerceptualDistance(vgg, "lpips", lpips_weights)
+    with torch.no_grad():
+        distance = float(meter(target, torch.from_numpy(recon).permute(2, 0, 1)[None].float() / 127.5 - 1.0))
+    mse = float(np.mean((recon.astype(np.float64) - aligned.crop.astype(np.float64)) ** 2))
+    return {"steps": steps, "perceptual_distance": distance, "psnr_db": float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12))),
+            "crop": aligned.crop, "reconstruction": recon}
+
+
 def edit_strips(G, shipped, pics: Path, *, backend: str = "auto") -> list[str]:
     """The README's strips: one held-out identity (seed 1,000,000) at coefficients -8, -4, 0, 4, 8 for happy,
     surprise and sad (those shipped)."""
@@ -271,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lstm-sequences", type=int, default=400)
     p.add_argument("--lstm-epochs", type=int, default=None)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--photo-steps", type=int, default=300, help="projector steps for the astronaut round trip "
+                   "(0: skip it)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -315,14 +344,33 @@ def main(argv: list[str] | None = None) -> int:
             results["demo"].update(demo(ship, shipped, results["demo"]["seed"], work, pics / "demo-sheet.png",
                                         backend=args.backend))
         print("demo:", results["demo"])
+        if results["demo"]["seed"] is not None:  # `make demo` plays this identity (the Makefile reads demo.json)
+            with atomic_path(ship / "demo.json") as tmp:
+                tmp.write_text(json.dumps({"seed": results["demo"]["seed"], "rule": results["demo"]["rule"]}) + "\n")
         if (pics / "demo-sheet.png").is_file() and results["demo"]["seed"] is not None:
             from PIL import Image
 
             parts["demo-sheet"] = np.asarray(Image.open(pics / "demo-sheet.png").convert("RGB"))
+    if args.photo_steps:  # the astronaut: animate's embedding, judged on one fixed perceptual meter
+        from stylemotion.errors import MissingDependencyError
+
+        try:
+            trip = photo_round_trip(G, steps=args.photo_steps)
+        except MissingDependencyError as exc:
+            results["photo_round_trip"] = {"skipped": str(exc)}
+        else:
+            results["photo_round_trip"] = {k: v for k, v in trip.items() if k not in ("crop", "reconstruction")}
+            if pics is not None:
+                from stylemotion.imaging import make_grid, save_png, upscale
+
+                save_png(pics / "astronaut-round-trip.png",
+                         make_grid(upscale(np.stack([trip["crop"], trip["reconstruction"]]), 4), cols=2))
+        print("photo round trip:", results["photo_round_trip"])
     if args.sheet:  # one PNG of everything: `make demo`'s sheet first, then the README's pictures
         order = sorted(parts, key=lambda name: name != "demo-sheet")
         write_sheet(Path(args.sheet), [parts[name] for name in order])
     results["shipped_emotions"] = shipped.emotions
+    results["cpu_speed"] = cpu_speed(run["student_config"])
     results["files"] = {f.name: f.stat().st_size for f in sorted(ship.iterdir()) if f.is_file()}
     record.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(record) as tmp:
@@ -341,6 +389,44 @@ def demo_line(r: dict) -> str:
         return f"Demo: no identity qualified ({d['rule']}; {d['checked']} seeds checked)."
     return (f"Demo identity: seed {d['seed']} ({d['rule']}). In `make demo`'s video of it, the Haar cascade finds "
             f"a face in {d.get('faces_found', '?')} of {d.get('sampled', '?')} sampled frames.")
+
+
+WIDTHS_RECORD = ROOT / "bench" / "results" / "AMD_EPYC_x2_threads-2026-12-04-widths.json"
+
+
+def cpu_speed(config: dict, record: Path = WIDTHS_RECORD) -> dict | None:
+    """The student's width (channels at 4x4 over digiface-64's 256) and what ``bench/run.py`` measured for a student of
+    that width through the shipped CPU engine (``auto``, batch 1, 2 threads), from ``record``; None when not there."""
+    width = dict((int(k), v) for k, v in dict(config["channels_per_res"]).items())[4] / 256
+    if not record.is_file():
+        return None
+    rows = [r for r in json.loads(record.read_text())["rows"]
+            if r["backend"] == "auto" and r["model"].endswith(f"-w{width:g}.safetensors")]
+    if not rows:
+        return None
+    return {"width": width, "images_per_s": rows[0]["images_per_s"], "record": record.name,
+            "command": "python bench/run.py --model runs/widths/digiface-w1.safetensors,...w1.5...,...w2... "
+                       "--backend auto,torch --batch 1 --threads 2 --quick --no-runtime --tag widths"}
+
+
+def speed_line(r: dict) -> str:
+    c = r.get("cpu_speed")
+    if not c:
+        return "- CPU speed: not measured for this width."
+    return (f"- Width {c['width']:g} (channels times digiface-64's first): {c['images_per_s']:.0f} frames/s through "
+            f"the shipped CPU engine (`auto`, batch 1) on 2 cores of an AMD EPYC (Zen 3), by `bench/run.py` "
+            f"(`bench/results/{c['record']}`); the bar is 30.")
+
+
+def trip_line(r: dict) -> str:
+    t = r.get("photo_round_trip")
+    if not t:
+        return ""
+    if "skipped" in t:
+        return f"Photo round trip: not measured ({t['skipped']})."
+    return (f"Photo round trip (scikit-image's astronaut, aligned, embedded in W with {t['steps']} projector steps): "
+            f"perceptual distance {t['perceptual_distance']:.4f} to the crop (LPIPS form on the seeded VGG16), "
+            f"PSNR {t['psnr_db']:.2f} dB.")
 
 
 def model_card(r: dict, record: str) -> str:
@@ -362,6 +448,7 @@ non-commercial research only; so is this model.** For demos, tests and real-time
 - Architecture: {json.dumps(run["student_config"])}
 - Training: `stylemotion distill`, objective `{run["config"]["objective"]}`, {run["kimg"]:.0f}k teacher samples
   ({run["steps"]} steps of {run["config"]["batch"]}), on {run.get("device") or "2 CPU cores"}.
+{speed_line(r)}
 - Stored as float16 safetensors ({r["fp16_storage"]["bytes"] / 2 ** 20:.1f} MiB), computed in float32: frames
   differ from float32 storage by {r["fp16_storage"]["psnr_vs_fp32_db"]:.1f} dB PSNR.
 
@@ -369,6 +456,8 @@ non-commercial research only; so is this model.** For demos, tests and real-time
 
 PSNR {m["psnr_mean"]:.2f} dB mean ({m["psnr_median"]:.2f} median, {m["psnr_p10"]:.2f} at the 10th percentile);
 the FER classifier gives the same argmax emotion to student and teacher for {m["fer_agreement"]:.1%} of them.
+Sharpness (the Laplacian energy of the student's face over the teacher's, median): {m.get("sharpness_ratio", float("nan")):.3f}
+(1 is as sharp as the teacher).
 Teacher argmax counts {m["teacher_emotions"]}; student {m["student_emotions"]}.
 
 ## Emotion directions (W space; labels from the FER classifier on {sum(r["labels"].values())} random faces)
@@ -380,6 +469,7 @@ Check: P(emotion) at coefficient -3 vs +3 on 100 held-out identities (truncation
 {chr(10).join(rows)}
 
 {demo_line(r)}
+{trip_line(r)}
 
 Shipped: {", ".join(r["shipped_emotions"])}. The LSTM (`lstm.safetensors`) is trained on SYNTHETIC sequences over
 these emotions (`stylemotion train-lstm --synthetic 400`), not on observed behaviour.
