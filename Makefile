@@ -26,11 +26,13 @@ $(STAMP): setup.py
 # with its own emotion directions; 64x64 frames written 4x larger. About a minute on 2 CPU cores. cpp_ext's CPU
 # kernels are built first (cached: a no-op when nothing changed); should that fail (no C++ compiler), the demo
 # still runs, on the PyTorch reference ops, and says so.
+# The identity: the seed bench/digiface.py picked by its stated rule (stylemotion/data/digiface-64/demo.json).
+DEMO_SEED = $(shell python3 -c "import json; print(json.load(open('stylemotion/data/digiface-64/demo.json'))['seed'])" 2>/dev/null || echo 0)
 demo: $(STAMP)
 	$(BIN)/python -m stylemotion.extension build >/dev/null \
 		|| echo "note: cpp_ext's CPU kernels were not built (the error is above); the demo uses the reference ops"
 	$(BIN)/stylemotion video digiface-64 --script happy:1.5,surprise:1.5,sad:1.5,neutral:1 \
-		--coeff 8 --fps 24 --scale 4 --out out/demo.mp4 --sheet out/demo-sheet.png
+		--coeff 8 --fps 24 --scale 4 --out out/demo.mp4 --sheet out/demo-sheet.png --seed $(DEMO_SEED)
 
 # cpp_ext's CPU kernels (cached by a hash of their sources: a no-op when nothing changed); then the suite, which
 # also compiles every .cu file with nvcc when nvcc is on the PATH.
