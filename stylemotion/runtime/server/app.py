@@ -256,8 +256,7 @@ class Server:
             self.sessions.open(self.sessions.default_id, **self.default_options)
             self.reaper = asyncio.get_running_loop().create_task(self.sessions.reap_idle())
             if self.osc is not None:
-                self.osc_address = await self.osc.start(*self.config.osc)
-                log.info("OSC control on udp %s:%d", *self.osc_address)
+                self.osc_address = await self.osc.start(*self.config.osc)  # it logs where it listens
 
         async def cleanup(app) -> None:
             if self.osc is not None:
