@@ -2,8 +2,11 @@
 
 Built on aiohttp (the ``server`` extra). Endpoints, for the default stream and for each stream made with
 ``POST /streams`` (under ``/streams/{id}``): ``stream.mjpg`` (multipart JPEG, any number of viewers up to the
-cap), ``frame.jpg`` (the latest frame), ``POST control`` (JSON: the runtime's control fields), ``GET stats``;
-``DELETE /streams/{id}`` ends a stream; ``GET /`` is the page.
+cap), ``frame.jpg`` (the latest frame), ``POST control`` (JSON: the runtime's control fields), ``GET stats``,
+``POST webrtc`` (an SDP offer -> the answer, with ``--webrtc``); ``DELETE /streams/{id}`` ends a stream; ``GET /`` is
+the page (WebRTC when it can, else MJPEG). OSC over UDP (``--osc``) steers the same streams. Beyond loopback every
+route but the page needs a token. When streams ask for more than the engine renders, each slows down by weighted
+fair shares (``hub``), and new sessions past the measured capacity get 503.
 
 Each stream has one publisher task: when a new frame is due it JPEG-encodes it once, and every viewer sends the
 newest encoded frame it has not sent yet (a slot of one: a slow reader skips frames, a fast one is not held
@@ -20,9 +23,11 @@ are 404; and an unexpected error is logged with a number and answered with that 
 A stream made with ``POST /streams`` that has no viewer and no request for ``idle_timeout`` seconds is closed.
 
 One role a module: ``app`` (``Server``, its routes and handlers; ``build_server``, ``run``), ``config``
-(``ServerConfig``), ``sessions`` (each stream's publisher, viewers and idle reaping), ``guards`` (Host check, body
-caps, rate limit, content types, the error catch-all), ``messages`` (JSON bodies parsed and checked), ``page`` (the
-control page), ``photos`` (decoding and embedding an upload), ``camera`` (the virtual webcam).
+(``ServerConfig``, tokens from the environment), ``sessions`` (each stream's publisher, viewers and idle reaping),
+``guards`` (Host check, body caps, rate limit, tokens, content types, the error catch-all), ``messages`` (JSON bodies
+parsed and checked), ``page`` (the control page), ``photos`` (decoding and embedding an upload), ``camera`` (the
+virtual webcam), ``webrtc`` (``--webrtc``: one shared VP8 encoder per stream, its viewers' peer connections),
+``sdp`` (offers and ICE addresses checked without aiortc), ``osc`` (``--osc``: control over UDP).
 """
 from __future__ import annotations
 
