@@ -116,7 +116,7 @@ class Server:
 
     async def frame(self, request):
         web = require("aiohttp.web", extra="server")
-        current = self._session(request).jpeg
+        current = await self.sessions.latest_jpeg(self._session(request))
         if current is None:
             raise web.HTTPServiceUnavailable(text="no frame yet", headers={"Retry-After": "1"})
         return web.Response(body=current[1], content_type="image/jpeg",

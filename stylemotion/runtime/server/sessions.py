@@ -98,6 +98,19 @@ class Sessions:
                 session.photo_task.cancel()
             session.publisher.cancel()
 
+    async def latest_jpeg(self, session: Session) -> tuple[int, bytes] | None:
+        """``(frame index, JPEG)`` of the frame the stream shows now: the publisher's when it encoded that frame
+        (it does while MJPEG viewers watch), else encoded here once and kept; None before the first frame."""
+        shown = session.stream.shown
+        if shown is None:
+            return None
+        if session.jpeg is not None and session.jpeg[0] >= shown.index:
+            return session.jpeg
+        jpeg = await asyncio.get_running_loop().run_in_executor(None, self._encode, shown.image)
+        if session.jpeg is None or session.jpeg[0] < shown.index:
+            session.jpeg = (shown.index, jpeg)
+        return session.jpeg
+
     def _encode(self, image) -> bytes:
         from PIL import Image
 
@@ -118,12 +131,15 @@ class Sessions:
             stream.viewers = session.viewers + rtc_viewers  # the hub's fair share weighs watched streams more
             if self.camera is not None and stream.id == self.default_id:
                 await loop.run_in_executor(None, self.camera.send, frame.image)
-            encode = loop.run_in_executor(None, self._encode, frame.image)
+            # JPEG only for MJPEG viewers (frame.jpg encodes on demand): WebRTC-only streams skip that cost
+            encode = loop.run_in_executor(None, self._encode, frame.image) if session.viewers else None
             if rtc_viewers:  # one VP8 encoder per stream, shared by its WebRTC viewers, beside the JPEG
                 try:
                     await self.rtc.publish(stream.id, frame.image, frame.index)
                 except StylemotionError as exc:  # that stream's WebRTC viewers are closed; MJPEG goes on
                     log.error("WebRTC for stream %s: %s", stream.id, exc)
+            if encode is None:
+                continue
             jpeg = await encode
             if self.sessions.get(stream.id) is not session:
                 return  # closed while encoding
