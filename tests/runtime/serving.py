@@ -10,13 +10,13 @@ import time
 
 
 @contextlib.contextmanager
-def running(server, host: str = "127.0.0.1"):
-    """The server's app on a free port of ``host`` (loopback unless asked), in a thread with its own event loop;
-    yields the port (requests go to 127.0.0.1 either way)."""
+def serving_app(app, host: str = "127.0.0.1"):
+    """An aiohttp ``app`` on a free port of ``host``, in a thread with its own event loop; yields ``(port, loop)``
+    and cleans the app up on that loop at the end."""
     from aiohttp import web
 
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(server.app())
+    runner = web.AppRunner(app)
     ready: list = []
 
     def main():
@@ -34,11 +34,19 @@ def running(server, host: str = "127.0.0.1"):
         assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
         time.sleep(0.02)
     try:
-        yield ready[0]
+        yield ready[0], loop
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def running(server, host: str = "127.0.0.1"):
+    """The server's app on a free port of ``host`` (loopback unless asked); yields the port (requests go to
+    127.0.0.1 either way)."""
+    with serving_app(server.app(), host) as (port, _):
+        yield port
 
 
 def request(port, method, path, body=None, headers=None):

@@ -10,7 +10,6 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -21,6 +20,9 @@ from stylemotion.runtime.hub import CapacityError
 from stylemotion.runtime.server.messages import BadRequest
 from stylemotion.runtime.server.webrtc import (MAX_SDP, default_bitrate, filter_candidates, host_addresses,
                                                parse_offer)
+
+from .offers import AIORTC_OFFER as OFFER
+from .serving import serving_app
 
 FPS = 15.0
 SIZE = (48, 64)  # (height, width): not square, so a transposed frame would show
@@ -536,30 +538,8 @@ def page_server(output):
 
     app.on_startup.append(publish_frames)
     app.on_cleanup.append(stop)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    ready: list = []
-
-    def main():
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        ready.append(runner.addresses[0][1])
-        loop.run_forever()
-
-    thread = threading.Thread(target=main, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not ready:
-        assert time.monotonic() < deadline and thread.is_alive(), "the page server did not start"
-        time.sleep(0.02)
-    try:
-        yield ready[0], seen, loop
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
+    with serving_app(app) as (port, loop):
+        yield port, seen, loop
 
 
 def _jpeg(image: np.ndarray) -> bytes:
@@ -622,28 +602,3 @@ def test_the_page_plays_webrtc_and_falls_back_to_mjpeg(aiortc):
         finally:
             browser.quit()
     assert output.stats()["peers"] == 0 and output.stats()["encoders"] == 0
-
-
-# A real offer, from aiortc's own createOffer (recvonly video, one host candidate on 127.0.0.1).
-OFFER = (
-    "v=0\r\no=- 4005405484 4005405484 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\na=msid-semantic:WMS *\r\n"
-    "m=video 41861 UDP/TLS/RTP/SAVPF 97 98 99 100 101 102\r\nc=IN IP4 127.0.0.1\r\na=recvonly\r\n"
-    "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n"
-    "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\na=mid:0\r\n"
-    "a=msid:0a4aebf0-94db-469b-970c-7f7c50f4de66 c722ae98-d737-44ad-9afd-50f5e0aaf7f1\r\n"
-    "a=rtcp:9 IN IP4 0.0.0.0\r\na=rtcp-mux\r\na=ssrc-group:FID 3855577158 2008459541\r\n"
-    "a=ssrc:3855577158 cname:63a4cc64-ce07-4c66-bf7b-8eea29deff12\r\n"
-    "a=ssrc:2008459541 cname:63a4cc64-ce07-4c66-bf7b-8eea29deff12\r\n"
-    "a=rtpmap:97 VP8/90000\r\na=rtcp-fb:97 nack\r\na=rtcp-fb:97 nack pli\r\na=rtcp-fb:97 goog-remb\r\n"
-    "a=rtpmap:98 rtx/90000\r\na=fmtp:98 apt=97\r\n"
-    "a=rtpmap:99 H264/90000\r\na=rtcp-fb:99 nack\r\na=rtcp-fb:99 nack pli\r\na=rtcp-fb:99 goog-remb\r\n"
-    "a=fmtp:99 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n"
-    "a=rtpmap:100 rtx/90000\r\na=fmtp:100 apt=99\r\n"
-    "a=rtpmap:101 H264/90000\r\na=rtcp-fb:101 nack\r\na=rtcp-fb:101 nack pli\r\na=rtcp-fb:101 goog-remb\r\n"
-    "a=fmtp:101 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"
-    "a=rtpmap:102 rtx/90000\r\na=fmtp:102 apt=101\r\n"
-    "a=candidate:16572de626da4e5384a0ce2d0d93678a 1 udp 2130706431 127.0.0.1 41861 typ host\r\n"
-    "a=end-of-candidates\r\na=ice-ufrag:FkXL\r\na=ice-pwd:MvyfZZFApSjojhiXrpmno5\r\n"
-    "a=fingerprint:sha-256 69:C4:69:5C:F8:A9:05:1B:EF:78:9C:92:C4:D5:CE:0B:98:9B:A7:D5:85:2E:FC:C5:4A:A2:A9:50:"
-    "17:9D:A6:29\r\n"
-    "a=setup:actpass\r\n")

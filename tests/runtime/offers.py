@@ -1,0 +1,25 @@
+"""SDP offers the WebRTC tests and the SDP fuzz target start from."""
+
+# A real offer, from aiortc's own createOffer (recvonly video, one host candidate on 127.0.0.1).
+AIORTC_OFFER = (
+    "v=0\r\no=- 4005405484 4005405484 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\na=msid-semantic:WMS *\r\n"
+    "m=video 41861 UDP/TLS/RTP/SAVPF 97 98 99 100 101 102\r\nc=IN IP4 127.0.0.1\r\na=recvonly\r\n"
+    "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n"
+    "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\na=mid:0\r\n"
+    "a=msid:0a4aebf0-94db-469b-970c-7f7c50f4de66 c722ae98-d737-44ad-9afd-50f5e0aaf7f1\r\n"
+    "a=rtcp:9 IN IP4 0.0.0.0\r\na=rtcp-mux\r\na=ssrc-group:FID 3855577158 2008459541\r\n"
+    "a=ssrc:3855577158 cname:63a4cc64-ce07-4c66-bf7b-8eea29deff12\r\n"
+    "a=ssrc:2008459541 cname:63a4cc64-ce07-4c66-bf7b-8eea29deff12\r\n"
+    "a=rtpmap:97 VP8/90000\r\na=rtcp-fb:97 nack\r\na=rtcp-fb:97 nack pli\r\na=rtcp-fb:97 goog-remb\r\n"
+    "a=rtpmap:98 rtx/90000\r\na=fmtp:98 apt=97\r\n"
+    "a=rtpmap:99 H264/90000\r\na=rtcp-fb:99 nack\r\na=rtcp-fb:99 nack pli\r\na=rtcp-fb:99 goog-remb\r\n"
+    "a=fmtp:99 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n"
+    "a=rtpmap:100 rtx/90000\r\na=fmtp:100 apt=99\r\n"
+    "a=rtpmap:101 H264/90000\r\na=rtcp-fb:101 nack\r\na=rtcp-fb:101 nack pli\r\na=rtcp-fb:101 goog-remb\r\n"
+    "a=fmtp:101 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"
+    "a=rtpmap:102 rtx/90000\r\na=fmtp:102 apt=101\r\n"
+    "a=candidate:16572de626da4e5384a0ce2d0d93678a 1 udp 2130706431 127.0.0.1 41861 typ host\r\n"
+    "a=end-of-candidates\r\na=ice-ufrag:FkXL\r\na=ice-pwd:MvyfZZFApSjojhiXrpmno5\r\n"
+    "a=fingerprint:sha-256 69:C4:69:5C:F8:A9:05:1B:EF:78:9C:92:C4:D5:CE:0B:98:9B:A7:D5:85:2E:FC:C5:4A:A2:A9:50:"
+    "17:9D:A6:29\r\n"
+    "a=setup:actpass\r\n")
